@@ -1,0 +1,31 @@
+"""CrossLM settings: LLM-generated, SLM-scored synthetic data and the reward-weighted LLM update."""
+
+from dataclasses import dataclass
+from typing import Literal
+
+from cotune.config.errors import require
+from cotune.config.fields import option
+
+
+@dataclass
+class CrossLMConfig:
+    samples_per_label: int = option(32, help="Synthetic samples the LLM generates per label per round.")
+    temperature: float = option(0.9, help="Sampling temperature of generation.")
+    top_p: float = option(0.95, help="Nucleus sampling threshold.")
+    max_new_tokens: int = option(48, help="Token limit of each generated sample.")
+    score: Literal["label_prob"] = option(
+        "label_prob", help="What a client reports per sample: its SLM's probability of the intended label."
+    )
+    aggregate: Literal["mean", "trimmed_mean"] = option(
+        "trimmed_mean", help="How the server combines clients' scores, so that one client cannot dominate."
+    )
+    trim_fraction: float = option(0.2, help="Share of scores cut at each end by trimmed_mean.")
+    accept_threshold: float = option(0.5, help="Consensus score below which a sample is dropped.")
+
+    def validate(self) -> None:
+        require(self.samples_per_label > 0, "samples_per_label", "an integer > 0", self.samples_per_label)
+        require(self.temperature >= 0, "temperature", "a number >= 0", self.temperature)
+        require(0 < self.top_p <= 1, "top_p", "a fraction in (0, 1]", self.top_p)
+        require(self.max_new_tokens > 0, "max_new_tokens", "an integer > 0", self.max_new_tokens)
+        require(0 <= self.trim_fraction < 0.5, "trim_fraction", "a fraction in [0, 0.5)", self.trim_fraction)
+        require(0 <= self.accept_threshold <= 1, "accept_threshold", "a probability", self.accept_threshold)

@@ -1,0 +1,95 @@
+"""FedCoLLM's distillation loss: L = CE + lambda * T^2 * KL(p_teacher || q_student) over response tokens.
+
+Response tokens are the positions whose label is not -100; with the causal shift, the logits at t predict the
+label at t + 1. Only those positions are cut out of the (B, L, V) logits before any softmax or top-k, so the
+49,152-wide vocabulary is processed only where the loss needs it.
+
+Top-k KL: the teacher keeps its k largest logits per position and softmaxes over those k at temperature T, i.e.
+it puts all of its mass on its top-k tokens (scattered over the vocabulary this distribution sums to one). The
+student's distribution is its log-softmax over the FULL vocabulary at temperature T, gathered at the teacher's k
+indices. So the student is pulled to match the teacher's ranking inside the top-k *and* to move mass from the
+rest of the vocabulary into the top-k (q restricted to k tokens sums to <= 1, hence KL >= 0, 0 only when q puts
+exactly p on the top-k). Renormalizing the student over the k tokens instead would leave that second pressure out.
+The KL is multiplied by T^2, as is customary (Hinton et al.), so its gradient scale does not shrink as T grows.
+CE (at temperature 1, against the labels) and KL are token means: sums over response tokens divided by their
+count, so the loss scale does not depend on batch size or answer length.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from cotune.data.encoding import IGNORE
+
+
+def check_same_vocab(student_vocab: int, teacher_vocab: int) -> None:
+    """Distillation compares distributions token by token: both models must share one tokenizer/vocabulary."""
+    if student_vocab != teacher_vocab:
+        raise ValueError(
+            f"student vocabulary has {student_vocab} tokens, teacher's has {teacher_vocab}: FedCoLLM distillation "
+            "needs an LLM and SLM that share one tokenizer (models.slm / models.llm)"
+        )
+
+
+def response_positions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, V) fp32 logits that predict the N response tokens, and those tokens (N,): causal shift, then mask."""
+    if logits.shape[:2] != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} do not line up with labels {tuple(labels.shape)}")
+    return masked_responses(logits[:, :-1], labels[:, 1:])
+
+
+def masked_responses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Already shifted logits (B, S, V) and targets (B, S) -> the (N, V) fp32 rows and (N,) tokens of responses."""
+    mask = targets != IGNORE
+    if not mask.any():
+        raise ValueError("batch has no response tokens (every label is -100): nothing to distill")
+    return logits[mask].float(), targets[mask]
+
+
+def teacher_topk(teacher_logits: torch.Tensor, k: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probs, indices), both (N, k'): the teacher's top-k' logits softmaxed at `temperature`; k' = min(k, V).
+
+    Detached: the teacher is a fixed target, no gradient flows into it whatever the caller's grad mode."""
+    values, indices = teacher_logits.detach().float().topk(min(k, teacher_logits.shape[-1]), dim=-1)
+    return F.softmax(values / temperature, dim=-1), indices
+
+
+def topk_kl(student_logits: torch.Tensor, probs: torch.Tensor, indices: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Per-token T^2 * KL(p_teacher || q_student) over the teacher's top-k, q a full-vocabulary softmax: (N,)."""
+    log_q = F.log_softmax(student_logits / temperature, dim=-1).gather(-1, indices)
+    return temperature**2 * (probs * (probs.clamp(min=1e-30).log() - log_q)).sum(-1)
+
+
+def student_loss(
+    student_logits: torch.Tensor,
+    targets: torch.Tensor,
+    probs: torch.Tensor,
+    indices: torch.Tensor,
+    temperature: float,
+    kd_weight: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """CE + kd_weight * KL on response-position logits (N, V) against teacher top-k targets; parts as floats."""
+    ce = F.cross_entropy(student_logits, targets)
+    kl = topk_kl(student_logits, probs, indices, temperature).mean()
+    loss = ce + kd_weight * kl
+    return loss, {"loss": loss.item(), "ce": ce.item(), "kl": kl.item(), "tokens": int(targets.numel())}
+
+
+def topk_distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    k: int,
+    temperature: float,
+    kd_weight: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The student's loss for one batch: logits (B, L, V) of both models aligned with labels (B, L).
+
+    `parts` holds the loss, its CE and its (T^2-scaled) KL term as floats, and the number of response tokens.
+    """
+    check_same_vocab(student_logits.shape[-1], teacher_logits.shape[-1])
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} vs teacher {tuple(teacher_logits.shape)}")
+    student_resp, targets = response_positions(student_logits, labels)
+    teacher_resp, _ = response_positions(teacher_logits, labels)
+    probs, indices = teacher_topk(teacher_resp, k, temperature)
+    return student_loss(student_resp, targets, probs, indices, temperature, kd_weight)

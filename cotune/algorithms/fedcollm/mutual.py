@@ -1,0 +1,56 @@
+"""FedCoLLM's server step: mutual distillation between the LLM and the freshly averaged SLM on public data.
+
+Each round, after FedAvg of the silos' SLM adapters, the LLM teaches the SLM and the SLM teaches the LLM (in the
+configured order; the second direction sees the first one's result). The distilled SLM adapter is what silos
+receive next round: the caller extracts it (`cotune.edge_client.adapters.adapter_state`).
+"""
+
+from collections.abc import Iterable
+
+from datasets import Dataset
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
+
+from cotune.algorithms.fedcollm.config import FedCoLLMConfig
+from cotune.algorithms.fedcollm.distill import Batch, check_models_share_vocab, distill
+from cotune.data.encoding import task_batch
+from cotune.data.tasks import ClassificationTask
+
+ORDERS = {
+    "llm_to_slm_first": ("llm_to_slm", "slm_to_llm"),
+    "slm_to_llm_first": ("slm_to_llm", "llm_to_slm"),
+}
+
+
+def public_batches(
+    tokenizer: PreTrainedTokenizerBase,
+    task: ClassificationTask,
+    dataset: Dataset,
+    batch_size: int,
+    max_length: int,
+) -> list[Batch]:
+    """One pass over the public split in its stored order, as prompt + answer batches (answer-only labels)."""
+    if len(dataset) == 0:
+        raise ValueError("the public split is empty: FedCoLLM has nothing to distill on (data.public_size)")
+    return [
+        task_batch(tokenizer, task, rows["text"], rows["label"], max_length)
+        for rows in (dataset[start : start + batch_size] for start in range(0, len(dataset), batch_size))
+    ]
+
+
+def mutual_distillation(
+    slm: PeftModel,
+    llm: PeftModel,
+    public_batches: Iterable[Batch],
+    cfg: FedCoLLMConfig,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Both directions on the same public batches; metrics of each are prefixed `llm_to_slm_` / `slm_to_llm_`."""
+    check_models_share_vocab(slm, llm)
+    batches = list(public_batches)
+    metrics: dict[str, float] = {}
+    for direction in ORDERS[cfg.order]:
+        student, teacher = (slm, llm) if direction == "llm_to_slm" else (llm, slm)
+        result = distill(student, teacher, batches, cfg, progress=progress, desc=direction)
+        metrics.update({f"{direction}_{key}": value for key, value in result.items()})
+    return metrics

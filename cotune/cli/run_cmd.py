@@ -1,0 +1,27 @@
+"""`cotune run`: the main job on the embedded defaults, a TOML config, or `--resume RUN_DIR`."""
+
+import argparse
+from pathlib import Path
+
+from cotune.cli.common import add_config_args, config_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("run", help="run the federated job (defaults: SmolLM2 SLM, Rotten Tomatoes, 3 silos)")
+    add_config_args(parser)
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last round")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cotune.run.job import resume_config, run_job
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg = resume_config(run_dir)
+    else:
+        cfg, run_dir = config_from_args(args), None
+    run_dir = run_job(cfg, run_dir)
+    print((run_dir / "report.md").read_text())
+    print(f"run folder: {run_dir}")
+    return 0

@@ -1,0 +1,16 @@
+"""Typed configuration: one dataclass tree with defaults in code, TOML files, and `--set a.b=c` overrides."""
+
+from cotune.config.errors import ConfigError
+from cotune.config.loader import apply_overrides, dump_toml, explain, from_dict, load_config, to_dict
+from cotune.config.schema import CotuneConfig
+
+__all__ = [
+    "ConfigError",
+    "CotuneConfig",
+    "apply_overrides",
+    "dump_toml",
+    "explain",
+    "from_dict",
+    "load_config",
+    "to_dict",
+]

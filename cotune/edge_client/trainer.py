@@ -1,0 +1,113 @@
+"""Adapter training loop shared by silos (SLM) and the server (LLM updates): answer-only loss, AdamW.
+
+A plain loop rather than transformers.Trainer: a federated round is a handful of steps on a model that stays
+in memory between rounds, and the loss needs only the answer positions' logits.
+"""
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
+
+from cotune.data.encoding import IGNORE, answer_span, task_batch
+from cotune.data.tasks import ClassificationTask
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    examples_seen: int
+    mean_loss: float
+    last_loss: float
+
+
+def answer_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits that predict the answer tokens, and those tokens: (B, A, V) and (B, A)."""
+    span = answer_span(batch["labels"])
+    if span == 0:
+        raise ValueError("batch has no answer tokens to train on")
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
+    logits = model(**inputs, logits_to_keep=span + 1).logits
+    return logits[:, -span - 1 : -1], batch["labels"][:, -span:]
+
+
+def answer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean token cross-entropy over answer tokens; an optional per-example `weight` scales each example's share
+    (CrossLM's reward-weighted likelihood)."""
+    logits, targets = answer_logits(model, batch)
+    token_loss = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+    mask = (targets != IGNORE).float()
+    per_example = (token_loss * mask).sum(1) / mask.sum(1).clamp(min=1)
+    weight = batch.get("weight")
+    if weight is None:
+        return per_example.mean()
+    return (per_example * weight.to(per_example)).sum() / weight.abs().sum().clamp(min=1e-8)
+
+
+def sample_batches(
+    tokenizer: PreTrainedTokenizerBase,
+    task: ClassificationTask,
+    dataset: Dataset,
+    batch_size: int,
+    max_length: int,
+    seed: int,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless seeded epochs over `dataset` in shuffled batches (the last short batch of an epoch is kept)."""
+    rng = np.random.default_rng(seed)
+    if len(dataset) == 0:
+        raise ValueError("cannot train on an empty dataset")
+    while True:
+        order = rng.permutation(len(dataset))
+        for start in range(0, len(order), batch_size):
+            rows = dataset[order[start : start + batch_size]]
+            batch = task_batch(tokenizer, task, rows["text"], rows["label"], max_length)
+            if "weight" in rows:
+                batch["weight"] = torch.tensor(rows["weight"], dtype=torch.float32)
+            yield batch
+
+
+def steps_for(num_examples: int, steps: int, epochs: float, batch_size: int, grad_accum: int) -> int:
+    """Optimizer steps of a local round: `steps` when set, else `epochs` passes over the data."""
+    if steps > 0:
+        return steps
+    return max(1, int(np.ceil(epochs * num_examples / (batch_size * grad_accum))))
+
+
+def train_steps(
+    model: torch.nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    steps: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    grad_accum: int = 1,
+    progress: bool = False,
+    desc: str = "train",
+) -> TrainResult:
+    """Run `steps` AdamW steps on the trainable parameters; the optimizer lives only for this call (a round)."""
+    from tqdm.auto import tqdm
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters; attach an adapter first")
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    device = next(iter(params)).device
+    model.train()
+    iterator = iter(batches)
+    losses, seen = [], 0
+    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for _ in range(grad_accum):
+            batch = {k: v.to(device) for k, v in next(iterator).items()}
+            loss = answer_loss(model, batch) / grad_accum
+            loss.backward()
+            step_loss += loss.item()
+            seen += batch["input_ids"].shape[0]
+        optimizer.step()
+        losses.append(step_loss)
+    model.eval()
+    return TrainResult(steps=steps, examples_seen=seen, mean_loss=float(np.mean(losses)), last_loss=losses[-1])

@@ -1,0 +1,19 @@
+"""Edge export settings: how the tuned SLM leaves as a quantized ONNX model."""
+
+from dataclasses import dataclass
+from typing import Literal
+
+from cotune.config.errors import require
+from cotune.config.fields import option
+
+
+@dataclass
+class ExportConfig:
+    enabled: bool = option(True, help="`cotune run` ends by exporting the final global SLM.")
+    precision: Literal["fp32", "int8", "int4"] = option("int4", help="Weight precision of the ONNX model.")
+    parity_prompts: int = option(20, help="Prompts whose greedy tokens are compared with PyTorch at export.")
+    parity_tokens: int = option(64, help="Greedy tokens compared per parity prompt.")
+
+    def validate(self) -> None:
+        require(self.parity_prompts >= 0, "parity_prompts", "an integer >= 0", self.parity_prompts)
+        require(self.parity_tokens > 0, "parity_tokens", "an integer > 0", self.parity_tokens)

@@ -1,0 +1,64 @@
+"""The silo side as a Flower ClientApp: the same object runs in simulation and under a SuperNode.
+
+Which partition a node holds comes from its node config (`partition-id`, set by the simulation engine or by
+`flower-supernode --node-config "partition-id=N"`); everything else comes with the server's message.
+"""
+
+import time
+
+from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from cotune.config import CotuneConfig, dump_toml
+from cotune.data import build_splits
+from cotune.edge_client.silo import SLM, Silo
+from cotune.federation.records import config_from_record, from_record, record_bytes, to_record
+
+app = ClientApp()
+_LOADED: dict = {}
+
+
+def _silo(cfg: CotuneConfig, context: Context) -> Silo:
+    """The SLM stays loaded across rounds in a long-lived client process, shared by the partitions it serves
+    (a simulation actor serves several); a new config reloads it."""
+    key = dump_toml(cfg)
+    if _LOADED.get("key") != key:
+        _LOADED.clear()
+        _LOADED.update(key=key, slm=SLM.load(cfg), splits=build_splits(cfg.data, cfg.clients.num_clients))
+    partition_id = int(context.node_config["partition-id"])
+    if partition_id not in _LOADED:
+        _LOADED[partition_id] = Silo(cfg, partition_id, _LOADED["slm"], _LOADED["splits"])
+    return _LOADED[partition_id]
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    cfg = config_from_record(msg.content["config"])
+    silo = _silo(cfg, context)
+    server_round = int(msg.content["config"]["server-round"])
+    start = time.perf_counter()
+    result = silo.train_round(from_record(msg.content["arrays"]), server_round)
+    reply = to_record(silo.slm.state(), cfg.quantization.wire)
+    metrics = MetricRecord(
+        {
+            "num-examples": len(silo.train_data),
+            "partition-id": silo.partition_id,
+            "train-loss": result.mean_loss,
+            "train-last-loss": result.last_loss,
+            "examples-seen": result.examples_seen,
+            "train-seconds": time.perf_counter() - start,
+            "bytes-up": record_bytes(reply),
+        }
+    )
+    return Message(RecordDict({"arrays": reply, "metrics": metrics}), reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    cfg = config_from_record(msg.content["config"])
+    silo = _silo(cfg, context)
+    accuracy = silo.evaluate(from_record(msg.content["arrays"]))
+    metrics = MetricRecord(
+        {"num-examples": len(silo.val_data), "partition-id": silo.partition_id, "val-accuracy": accuracy}
+    )
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)

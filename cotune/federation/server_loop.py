@@ -1,0 +1,76 @@
+"""The server's rounds: central evaluation, checkpoints, the strategy, and the final global adapter.
+
+Flower-facing only through `grid` and the strategy, so the same loop runs in simulation and deployment.
+"""
+
+import logging
+from pathlib import Path
+
+from flwr.app import ArrayRecord, MetricRecord
+from flwr.serverapp import Grid
+
+from cotune.config import CotuneConfig
+from cotune.data import build_splits
+from cotune.edge_client.silo import SLM
+from cotune.federation.records import config_record, from_record, to_record
+from cotune.federation.strategies.adapter_fedavg import AdapterFedAvg
+from cotune.run.checkpoint import Checkpoints, load_adapter_tensors
+from cotune.run.metrics import MetricsLog
+
+log = logging.getLogger(__name__)
+GLOBAL_ADAPTER = "global_adapter"
+
+
+def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path) -> None:
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    checkpoints = Checkpoints(run_dir)
+    splits = build_splits(cfg.data, cfg.clients.num_clients)
+    slm = SLM.load(cfg)
+    state = slm.state()
+    start_round = 0
+    if (latest := checkpoints.latest()) is not None:
+        start_round, folder = latest
+        state = load_adapter_tensors(folder, "slm_adapter")
+        metrics.drop_rounds_after(start_round)
+        log.info("resuming after round %d from %s", start_round, folder)
+    else:
+        metrics.drop_rounds_after(-1)
+
+    def central_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0 and start_round > 0:
+            return None  # the restored state was evaluated when its round completed
+        current = server_round + start_round
+        slm.set_state(from_record(arrays))
+        accuracy = slm.accuracy(splits.task, splits.test, cfg)
+        metrics.write({"round": current, "kind": "global", "test_accuracy": accuracy})
+        if current > 0:
+            checkpoints.save(current, lambda d: slm.model.save_pretrained(d / "slm_adapter"))
+        return MetricRecord({"test-accuracy": accuracy})
+
+    n = cfg.clients.num_clients
+    sampled = max(1, int(n * cfg.clients.fraction_train))
+    strategy = AdapterFedAvg(
+        wire=cfg.quantization.wire,
+        round_offset=start_round,
+        log_row=metrics.write,
+        fraction_train=cfg.clients.fraction_train,
+        fraction_evaluate=cfg.clients.fraction_train,
+        min_train_nodes=cfg.clients.min_clients or sampled,
+        min_evaluate_nodes=cfg.clients.min_clients or sampled,
+        min_available_nodes=cfg.clients.min_clients or n,
+    )
+    remaining = cfg.rounds.num_rounds - start_round
+    if remaining > 0:
+        result = strategy.start(
+            grid,
+            to_record(state, "fp32"),
+            num_rounds=remaining,
+            timeout=cfg.clients.round_timeout_s,
+            train_config=config_record(cfg),
+            evaluate_config=config_record(cfg),
+            evaluate_fn=central_evaluate,
+        )
+        state = from_record(result.arrays)
+    slm.set_state(state)
+    slm.model.save_pretrained(run_dir / GLOBAL_ADAPTER)
+    log.info("global adapter written to %s", run_dir / GLOBAL_ADAPTER)

@@ -1,0 +1,43 @@
+"""Per-round checkpoints: the global SLM adapter as a PEFT folder, written atomically after each round completes.
+
+`--resume` continues from the newest complete checkpoint; a round interrupted mid-way leaves no checkpoint.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file
+
+ROUND_DIR = "round_{:03d}"
+DONE = "round.json"
+
+
+class Checkpoints:
+    def __init__(self, run_dir: Path) -> None:
+        self.root = run_dir / "checkpoints"
+
+    def save(self, server_round: int, write_folder, facts: dict | None = None) -> Path:
+        """`write_folder(path)` writes the round's artifacts (e.g. `model.save_pretrained`)."""
+        target = self.root / ROUND_DIR.format(server_round)
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        write_folder(tmp)
+        (tmp / DONE).write_text(json.dumps({"round": server_round, **(facts or {})}))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+        return target
+
+    def latest(self) -> tuple[int, Path] | None:
+        done = sorted(p.parent for p in self.root.glob(f"round_*/{DONE}"))
+        if not done:
+            return None
+        return int(json.loads((done[-1] / DONE).read_text())["round"]), done[-1]
+
+
+def load_adapter_tensors(folder: Path, subfolder: str = "") -> dict[str, np.ndarray]:
+    """Adapter tensors of a PEFT folder, keyed as peft's adapter state dict."""
+    return {k: v.astype(np.float32) for k, v in load_file(folder / subfolder / "adapter_model.safetensors").items()}

@@ -1,0 +1,102 @@
+"""The federated job end to end in Flower's simulation engine, on the tiny model."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from peft import PeftModel
+
+from cotune.config import load_config
+from cotune.quantization.loading import load_causal_lm
+from cotune.run.checkpoint import Checkpoints, load_adapter_tensors
+from cotune.run.job import run_job
+from cotune.run.metrics import MetricsLog
+
+ROUNDS, CLIENTS = 2, 3
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = load_config("configs/smoke.toml", [f"rounds.num_rounds={ROUNDS}"])
+    return run_job(cfg, run_dir)
+
+
+def test_metrics_have_a_line_per_round_and_client(smoke_run):
+    rows = MetricsLog(smoke_run / "metrics.jsonl").rows()
+    for kind in ("client_train", "client_eval"):
+        got = sorted((r["round"], r["client"]) for r in rows if r["kind"] == kind)
+        assert got == [(r, c) for r in range(1, ROUNDS + 1) for c in range(CLIENTS)], kind
+    assert sorted(r["round"] for r in rows if r["kind"] == "global") == list(range(ROUNDS + 1))
+    train = [r for r in rows if r["kind"] == "client_train"]
+    assert all(r["bytes_up"] > 0 and r["num_examples"] > 0 and np.isfinite(r["train_loss"]) for r in train)
+
+
+def test_global_adapter_is_a_peft_folder_equal_to_the_last_round(smoke_run, tiny_path):
+    model = PeftModel.from_pretrained(load_causal_lm(tiny_path), smoke_run / "global_adapter")
+    assert any("lora_" in n for n, _ in model.named_parameters())
+    final = load_adapter_tensors(smoke_run / "global_adapter")
+    last_round, folder = Checkpoints(smoke_run).latest()
+    assert last_round == ROUNDS
+    checkpoint = load_adapter_tensors(folder, "slm_adapter")
+    assert final.keys() == checkpoint.keys() and all(np.array_equal(final[k], checkpoint[k]) for k in final)
+    assert any(np.abs(v).max() > 0 for k, v in final.items() if "lora_B" in k)  # training moved it off init
+
+
+def test_report_and_summary(smoke_run):
+    summary = json.loads((smoke_run / "metrics.json").read_text())
+    assert set(summary["slm_accuracy"]) >= {"zero_shot", "local_only", "fedavg"}
+    assert len(summary["slm_accuracy_per_client"]["local_only"]) == CLIENTS
+    report = (smoke_run / "report.md").read_text()
+    for row in ("| zero-shot |", "| local-only, silo 0", "| FedAvg global adapter |"):
+        assert row in report
+    assert (smoke_run / "config.toml").is_file()
+
+
+def _cotune(args, cwd=None):
+    return subprocess.Popen(
+        [sys.executable, "-m", "cotune", "run", *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd,
+    )
+
+
+def _kill_tree(proc):
+    family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_identical_state(tmp_path):
+    common = ["-c", str(Path("configs/smoke.toml").resolve()), "--set", "rounds.num_rounds=3", "--set", "run.baselines=false"]
+    straight = _cotune([*common, "--set", f"run.output_root='{tmp_path / 'a'}'"])
+    assert straight.wait(timeout=600) == 0
+    interrupted = _cotune([*common, "--set", f"run.output_root='{tmp_path / 'b'}'"])
+    deadline = time.time() + 600
+    while not list((tmp_path / "b").glob("*/checkpoints/round_001/round.json")):
+        assert interrupted.poll() is None and time.time() < deadline, "run ended before round 1 completed"
+        time.sleep(0.5)
+    _kill_tree(interrupted)
+    (run_b,) = (tmp_path / "b").iterdir()
+    assert not (run_b / "global_adapter").exists()
+    resumed = subprocess.run([sys.executable, "-m", "cotune", "run", "--resume", str(run_b)], capture_output=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    (run_a,) = (tmp_path / "a").iterdir()
+    for rnd in (1, 2, 3):
+        a = load_adapter_tensors(run_a / f"checkpoints/round_{rnd:03d}", "slm_adapter")
+        b = load_adapter_tensors(run_b / f"checkpoints/round_{rnd:03d}", "slm_adapter")
+        assert all(np.array_equal(a[k], b[k]) for k in a), f"round {rnd} differs after resume"
+    rows = MetricsLog(run_b / "metrics.jsonl").rows()
+    assert sorted(r["round"] for r in rows if r["kind"] == "global") == [0, 1, 2, 3]
