@@ -33,8 +33,11 @@ def attach_adapter(model: PreTrainedModel, cfg: LoraConfig, gradient_checkpointi
 
 
 def adapter_state(model: PeftModel) -> dict[str, np.ndarray]:
-    """The adapter's tensors only (what leaves a silo), as fp32 numpy arrays keyed by peft's state-dict names."""
-    return {k: v.detach().float().cpu().numpy() for k, v in get_peft_model_state_dict(model).items()}
+    """The adapter's tensors only (what leaves a silo), as fp32 numpy copies keyed by peft's state-dict names.
+
+    Copies, because on CPU `.numpy()` would alias the live parameters and a kept state would change with training.
+    """
+    return {k: v.detach().float().cpu().numpy().copy() for k, v in get_peft_model_state_dict(model).items()}
 
 
 def load_adapter_state(model: PeftModel, state: dict[str, np.ndarray]) -> None:

@@ -6,15 +6,24 @@ Which partition a node holds comes from its node config (`partition-id`, set by 
 
 import time
 
+from datasets import Dataset
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from cotune.config import CotuneConfig, dump_toml
 from cotune.data import build_splits
-from cotune.edge_client.silo import SLM, Silo
-from cotune.federation.records import config_from_record, from_record, record_bytes, to_record
+from cotune.edge_client.adapted_lm import AdaptedLM
+from cotune.edge_client.silo import Silo
+from cotune.federation.records import (
+    config_from_record,
+    from_record,
+    record_bytes,
+    samples_from_record,
+    to_record,
+)
 
 app = ClientApp()
+LOCAL_ADAPTER = "local-adapter"
 _LOADED: dict = {}
 
 
@@ -24,7 +33,7 @@ def _silo(cfg: CotuneConfig, context: Context) -> Silo:
     key = dump_toml(cfg)
     if _LOADED.get("key") != key:
         _LOADED.clear()
-        _LOADED.update(key=key, slm=SLM.load(cfg), splits=build_splits(cfg.data, cfg.clients.num_clients))
+        _LOADED.update(key=key, slm=AdaptedLM.load(cfg), splits=build_splits(cfg.data, cfg.clients.num_clients))
     partition_id = int(context.node_config["partition-id"])
     if partition_id not in _LOADED:
         _LOADED[partition_id] = Silo(cfg, partition_id, _LOADED["slm"], _LOADED["splits"])
@@ -36,9 +45,13 @@ def train(msg: Message, context: Context) -> Message:
     cfg = config_from_record(msg.content["config"])
     silo = _silo(cfg, context)
     server_round = int(msg.content["config"]["server-round"])
+    texts, labels = samples_from_record(msg.content["config"])
+    synthetic = Dataset.from_dict({"text": texts, "label": labels}) if texts else None
     start = time.perf_counter()
-    result = silo.train_round(from_record(msg.content["arrays"]), server_round)
-    reply = to_record(silo.slm.state(), cfg.quantization.wire)
+    result = silo.train_round(from_record(msg.content["arrays"]), server_round, synthetic)
+    local_state = silo.slm.state()
+    context.state[LOCAL_ADAPTER] = to_record(local_state, "fp32")  # kept on the node for CrossLM scoring
+    reply = to_record(local_state, cfg.quantization.wire)
     metrics = MetricRecord(
         {
             "num-examples": len(silo.train_data),
@@ -48,6 +61,7 @@ def train(msg: Message, context: Context) -> Message:
             "examples-seen": result.examples_seen,
             "train-seconds": time.perf_counter() - start,
             "bytes-up": record_bytes(reply),
+            "synthetic-examples": len(texts),
         }
     )
     return Message(RecordDict({"arrays": reply, "metrics": metrics}), reply_to=msg)
@@ -61,4 +75,17 @@ def evaluate(msg: Message, context: Context) -> Message:
     metrics = MetricRecord(
         {"num-examples": len(silo.val_data), "partition-id": silo.partition_id, "val-accuracy": accuracy}
     )
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+@app.query()
+def score(msg: Message, context: Context) -> Message:
+    """CrossLM: rate the server's synthetic samples with this silo's SLM; only the scores go back."""
+    cfg = config_from_record(msg.content["config"])
+    silo = _silo(cfg, context)
+    texts, labels = samples_from_record(msg.content["samples"])
+    if LOCAL_ADAPTER not in context.state:
+        raise RuntimeError("asked to score before this silo trained in this run")
+    scores = silo.score(texts, labels, from_record(context.state[LOCAL_ADAPTER])) if texts else []
+    metrics = MetricRecord({"partition-id": silo.partition_id, "scores": [float(s) for s in scores]})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)

@@ -9,6 +9,7 @@ from cotune.config import CotuneConfig, from_dict, to_dict
 from cotune.quantization.wire import WireFormat, decode, encode
 
 CONFIG_KEY = "cotune-config"
+SYNTHETIC_TEXTS, SYNTHETIC_LABELS = "synthetic-texts", "synthetic-labels"
 
 
 def to_record(state: dict[str, np.ndarray], fmt: WireFormat) -> ArrayRecord:
@@ -33,3 +34,17 @@ def config_record(cfg: CotuneConfig) -> ConfigRecord:
 
 def config_from_record(record: ConfigRecord) -> CotuneConfig:
     return from_dict(CotuneConfig, json.loads(str(record[CONFIG_KEY])))
+
+
+def samples_record(texts: list[str], labels: list[int]) -> ConfigRecord:
+    """Synthetic samples (LLM-generated, never private) as they travel to silos: for scoring or for training."""
+    return ConfigRecord({SYNTHETIC_TEXTS: list(texts), SYNTHETIC_LABELS: [int(y) for y in labels]})
+
+
+def samples_from_record(record: ConfigRecord) -> tuple[list[str], list[int]]:
+    if SYNTHETIC_TEXTS not in record:
+        return [], []
+    texts, labels = list(record[SYNTHETIC_TEXTS]), [int(y) for y in record[SYNTHETIC_LABELS]]
+    if len(texts) != len(labels):
+        raise ValueError(f"{len(texts)} synthetic texts arrived with {len(labels)} labels")
+    return texts, labels

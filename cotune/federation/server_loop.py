@@ -10,31 +10,52 @@ from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp import Grid
 
 from cotune.config import CotuneConfig
-from cotune.data import build_splits
-from cotune.edge_client.silo import SLM
-from cotune.federation.records import config_record, from_record, to_record
+from cotune.data import build_splits, load_plot_summaries
+from cotune.edge_client.adapted_lm import AdaptedLM
+from cotune.edge_client.evaluate import perplexity
+from cotune.federation.cloud import CloudSide
+from cotune.federation.records import config_record, from_record, samples_record, to_record
 from cotune.federation.strategies.adapter_fedavg import AdapterFedAvg
 from cotune.run.checkpoint import Checkpoints, load_adapter_tensors
 from cotune.run.metrics import MetricsLog
 
 log = logging.getLogger(__name__)
 GLOBAL_ADAPTER = "global_adapter"
+PPL_TEXTS = 100  # held-out plot summaries: another register than the reviews
+
+
+def log_llm(cloud: CloudSide, metrics: MetricsLog, server_round: int, stage: str) -> None:
+    """The LLM's task accuracy and its perplexity on other-domain text, so co-tuning's cost to it shows."""
+    texts = load_plot_summaries()[:PPL_TEXTS]
+    llm = cloud.llm
+    ppl = perplexity(llm.model, llm.tokenizer, texts, cloud.cfg.train.eval_batch_size, cloud.cfg.train.max_length)
+    metrics.write(
+        {"round": server_round, "kind": "llm", "stage": stage, "test_accuracy": cloud.llm_accuracy(), "plot_ppl": ppl}
+    )
 
 
 def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path) -> None:
     metrics = MetricsLog(run_dir / "metrics.jsonl")
     checkpoints = Checkpoints(run_dir)
     splits = build_splits(cfg.data, cfg.clients.num_clients)
-    slm = SLM.load(cfg)
+    slm = AdaptedLM.load(cfg)
+    cloud = CloudSide(cfg, run_dir, splits, slm, metrics)
     state = slm.state()
     start_round = 0
     if (latest := checkpoints.latest()) is not None:
         start_round, folder = latest
         state = load_adapter_tensors(folder, "slm_adapter")
+        cloud.restore(folder)
         metrics.drop_rounds_after(start_round)
         log.info("resuming after round %d from %s", start_round, folder)
     else:
         metrics.drop_rounds_after(-1)
+        if cloud.llm is not None:
+            log_llm(cloud, metrics, 0, "zero_shot")
+
+    def save_round(folder: Path) -> None:
+        slm.model.save_pretrained(folder / "slm_adapter")
+        cloud.save(folder)
 
     def central_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round == 0 and start_round > 0:
@@ -44,7 +65,7 @@ def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path) -> None:
         accuracy = slm.accuracy(splits.task, splits.test, cfg)
         metrics.write({"round": current, "kind": "global", "test_accuracy": accuracy})
         if current > 0:
-            checkpoints.save(current, lambda d: slm.model.save_pretrained(d / "slm_adapter"))
+            checkpoints.save(current, save_round)
         return MetricRecord({"test-accuracy": accuracy})
 
     n = cfg.clients.num_clients
@@ -53,6 +74,8 @@ def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path) -> None:
         wire=cfg.quantization.wire,
         round_offset=start_round,
         log_row=metrics.write,
+        server_step=cloud.step if cloud.llm is not None else None,
+        train_extras=lambda: samples_record(cloud.synthetic["text"], cloud.synthetic["label"]),
         fraction_train=cfg.clients.fraction_train,
         fraction_evaluate=cfg.clients.fraction_train,
         min_train_nodes=cfg.clients.min_clients or sampled,
@@ -60,6 +83,7 @@ def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path) -> None:
         min_available_nodes=cfg.clients.min_clients or n,
     )
     remaining = cfg.rounds.num_rounds - start_round
+    cloud.grid = grid
     if remaining > 0:
         result = strategy.start(
             grid,
@@ -71,6 +95,10 @@ def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path) -> None:
             evaluate_fn=central_evaluate,
         )
         state = from_record(result.arrays)
+    if cloud.llm is not None:
+        log_llm(cloud, metrics, cfg.rounds.num_rounds, "after")
+        cloud.llm.model.save_pretrained(run_dir / "llm_adapter")
+    cloud.close()
     slm.set_state(state)
     slm.model.save_pretrained(run_dir / GLOBAL_ADAPTER)
     log.info("global adapter written to %s", run_dir / GLOBAL_ADAPTER)

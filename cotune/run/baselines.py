@@ -6,7 +6,8 @@ from pathlib import Path
 
 from cotune.config import CotuneConfig
 from cotune.data import TaskSplits
-from cotune.edge_client.silo import SLM, round_seed
+from cotune.edge_client.adapted_lm import AdaptedLM
+from cotune.edge_client.silo import round_seed
 
 log = logging.getLogger(__name__)
 BASELINES_FILE = "baselines.json"
@@ -17,7 +18,7 @@ def local_only(cfg: CotuneConfig, splits: TaskSplits, run_dir: Path) -> dict[str
     path = run_dir / BASELINES_FILE
     if path.is_file():
         return json.loads(path.read_text())["local_only"]
-    slm = SLM.load(cfg)
+    slm = AdaptedLM.load(cfg)
     initial = slm.state()
     results = {}
     for pid, client in enumerate(splits.clients):

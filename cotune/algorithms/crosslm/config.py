@@ -21,6 +21,12 @@ class CrossLMConfig:
     )
     trim_fraction: float = option(0.2, help="Share of scores cut at each end by trimmed_mean.")
     accept_threshold: float = option(0.5, help="Consensus score below which a sample is dropped.")
+    max_synthetic: int = option(64, help="Best accepted samples kept as next round's shared synthetic set.")
+    synthetic_share: float = option(
+        0.25, help="Share of each silo's training examples drawn from the synthetic set (when there is one)."
+    )
+    llm_steps: int = option(8, help="Reward-weighted likelihood steps on the LLM per round.")
+    llm_lr: float = option(2e-4, help="Learning rate of the LLM's reward-weighted QLoRA update.")
 
     def validate(self) -> None:
         require(self.samples_per_label > 0, "samples_per_label", "an integer > 0", self.samples_per_label)
@@ -29,3 +35,7 @@ class CrossLMConfig:
         require(self.max_new_tokens > 0, "max_new_tokens", "an integer > 0", self.max_new_tokens)
         require(0 <= self.trim_fraction < 0.5, "trim_fraction", "a fraction in [0, 0.5)", self.trim_fraction)
         require(0 <= self.accept_threshold <= 1, "accept_threshold", "a probability", self.accept_threshold)
+        require(self.max_synthetic > 0, "max_synthetic", "an integer > 0", self.max_synthetic)
+        require(0 <= self.synthetic_share < 1, "synthetic_share", "a fraction in [0, 1)", self.synthetic_share)
+        require(self.llm_steps >= 0, "llm_steps", "an integer >= 0", self.llm_steps)
+        require(self.llm_lr > 0, "llm_lr", "a number > 0", self.llm_lr)

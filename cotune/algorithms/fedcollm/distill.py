@@ -17,6 +17,7 @@ from cotune.algorithms.fedcollm.config import FedCoLLMConfig
 from cotune.algorithms.fedcollm.loss import check_same_vocab, masked_responses, student_loss, teacher_topk
 from cotune.edge_client.trainer import answer_logits, steps_for
 
+
 Batch = dict[str, torch.Tensor]
 Targets = tuple[torch.Tensor, torch.Tensor]  # teacher top-k (probs, indices), each (N, k)
 
@@ -62,7 +63,7 @@ def _token_mean(parts: list[dict[str, float]], key: str) -> float:
 
 @torch.no_grad()
 def measure(student: torch.nn.Module, batches: list[Batch], targets: list[Targets], cfg: FedCoLLMConfig) -> dict:
-    """Token-mean CE and KL of the student over all batches (eval mode: no dropout)."""
+    """Token-mean CE and KL of the student over `batches` (eval mode: no dropout)."""
     student.eval()
     parts = [batch_loss(student, b, t, cfg)[1] for b, t in zip(batches, targets)]
     return {key: _token_mean(parts, key) for key in ("ce", "kl")}
@@ -78,9 +79,10 @@ def distill(
 ) -> dict[str, float]:
     """Train the student's adapter towards the teacher on `batches` (one finite pass; cycled for more steps).
 
-    Returns steps, the mean training loss/CE/KL over those steps, and the token-mean CE and KL over all batches
-    before and after (ce_before, kl_before, ce_after, kl_after). The teacher gets no gradient; the student's
-    `.grad` are cleared at the end, since the student is the teacher of the next direction.
+    Returns steps, the mean training loss/CE/KL over those steps, and the token-mean CE and KL over the batches
+    trained on, before and after training (ce_before, kl_before, ce_after, kl_after): two extra student
+    forwards per batch used, the price of knowing whether distillation moved the student. The teacher gets no
+    gradient; the student's `.grad` are cleared at the end, since the student teaches in the next direction.
     """
     from tqdm.auto import tqdm
 
@@ -93,10 +95,11 @@ def distill(
     batches = list(batches)
     if not batches:
         raise ValueError("no public batches to distill on")
+    steps = steps_for(len(batches), cfg.steps, cfg.epochs, batch_size=1, grad_accum=1)  # counted in batches
+    batches = batches[:steps]  # fewer steps than batches: only the batches trained on are scored
     device = _device(student)
     targets = [teacher_targets(teacher, b, cfg, device) for b in batches]
     before = measure(student, batches, targets, cfg)
-    steps = steps_for(len(batches), cfg.steps, cfg.epochs, batch_size=1, grad_accum=1)  # counted in batches
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     student.train()
     logged = []

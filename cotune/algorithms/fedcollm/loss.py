@@ -53,7 +53,9 @@ def teacher_topk(teacher_logits: torch.Tensor, k: int, temperature: float) -> tu
     return F.softmax(values / temperature, dim=-1), indices
 
 
-def topk_kl(student_logits: torch.Tensor, probs: torch.Tensor, indices: torch.Tensor, temperature: float) -> torch.Tensor:
+def topk_kl(
+    student_logits: torch.Tensor, probs: torch.Tensor, indices: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Per-token T^2 * KL(p_teacher || q_student) over the teacher's top-k, q a full-vocabulary softmax: (N,)."""
     log_q = F.log_softmax(student_logits / temperature, dim=-1).gather(-1, indices)
     return temperature**2 * (probs * (probs.clamp(min=1e-30).log() - log_q)).sum(-1)

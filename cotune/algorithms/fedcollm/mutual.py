@@ -16,22 +16,27 @@ from cotune.algorithms.fedcollm.distill import Batch, check_models_share_vocab, 
 from cotune.data.encoding import task_batch
 from cotune.data.tasks import ClassificationTask
 
+
 ORDERS = {
     "llm_to_slm_first": ("llm_to_slm", "slm_to_llm"),
     "slm_to_llm_first": ("slm_to_llm", "llm_to_slm"),
 }
 
 
-def public_batches(
+def encode_public_split(
     tokenizer: PreTrainedTokenizerBase,
     task: ClassificationTask,
     dataset: Dataset,
     batch_size: int,
     max_length: int,
+    seed: int | None = None,
 ) -> list[Batch]:
-    """One pass over the public split in its stored order, as prompt + answer batches (answer-only labels)."""
+    """One pass over the public split as prompt + answer batches (answer-only labels), shuffled by `seed` if given:
+    with fedcollm.steps below a full pass, a per-round seed makes each round distill on different examples."""
     if len(dataset) == 0:
         raise ValueError("the public split is empty: FedCoLLM has nothing to distill on (data.public_size)")
+    if seed is not None:
+        dataset = dataset.shuffle(seed=seed)
     return [
         task_batch(tokenizer, task, rows["text"], rows["label"], max_length)
         for rows in (dataset[start : start + batch_size] for start in range(0, len(dataset), batch_size))

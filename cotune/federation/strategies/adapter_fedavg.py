@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 State = dict[str, np.ndarray]
 ServerStep = Callable[[int, State], State]
 RoundLogger = Callable[[dict], None]
+TrainExtras = Callable[[], ConfigRecord]
 
 
 def check_update(update: State, reference: State) -> str | None:
@@ -47,11 +48,13 @@ class AdapterFedAvg(FedAvg):
         round_offset: int = 0,
         server_step: ServerStep | None = None,
         log_row: RoundLogger | None = None,
+        train_extras: TrainExtras | None = None,
         **fedavg_kwargs,
     ) -> None:
         super().__init__(**fedavg_kwargs)
         self.wire, self.round_offset = wire, round_offset
         self.server_step, self.log_row = server_step, log_row or (lambda row: None)
+        self.train_extras = train_extras
         self.current: State = {}
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord, *args, **kwargs):
@@ -59,6 +62,8 @@ class AdapterFedAvg(FedAvg):
         return super().start(grid, initial_arrays, *args, **kwargs)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
+        if self.train_extras is not None:
+            config = ConfigRecord({**config, **self.train_extras()})
         return super().configure_train(server_round + self.round_offset, self._wire(arrays), config, grid)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):

@@ -1,0 +1,55 @@
+"""CrossLM's server-side arithmetic: validate silos' score vectors, combine them, and turn them into rewards.
+
+Only these numbers come back from the silos: one score in [0, 1] per synthetic sample, per silo.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def score_problem(scores: list[float] | np.ndarray, expected_len: int) -> str | None:
+    """Why a silo's score vector cannot be used, or None."""
+    values = np.asarray(scores, dtype=np.float64)
+    if values.ndim != 1 or len(values) != expected_len:
+        return f"expected {expected_len} scores, got {values.shape}"
+    if not np.isfinite(values).all():
+        return f"{int((~np.isfinite(values)).sum())} scores are NaN or infinite"
+    if (values < 0).any() or (values > 1).any():
+        return f"scores outside [0, 1] (min {values.min():.3g}, max {values.max():.3g})"
+    return None
+
+
+def combine_scores(per_silo: dict[int, np.ndarray], method: str, trim_fraction: float) -> np.ndarray:
+    """Consensus score per sample: mean, or trimmed mean so that no single silo decides alone."""
+    stacked = np.sort(np.stack(list(per_silo.values())), axis=0)
+    cut = int(trim_fraction * len(stacked)) if method == "trimmed_mean" else 0
+    if method == "trimmed_mean" and len(stacked) >= 3:
+        cut = max(cut, 1)  # with 3+ silos, always drop the extremes: one silo alone never sets the score
+    return stacked[cut : len(stacked) - cut].mean(axis=0)
+
+
+@dataclass
+class Rewards:
+    consensus: np.ndarray  # combined score per sample
+    weights: np.ndarray  # reward-weighted likelihood weight per sample (advantage over the baseline, >= 0)
+    accepted: np.ndarray  # bool per sample: the consensus does not contradict the intended label
+    baseline: float
+
+
+def to_rewards(consensus: np.ndarray, accept_threshold: float) -> Rewards:
+    """Advantage over the batch-mean baseline, clipped at 0: the LLM is pulled toward generations the silos
+    rate above average and is never pushed down an unbounded unlikelihood slope by the rest."""
+    baseline = float(consensus.mean()) if len(consensus) else 0.0
+    weights = np.clip(consensus - baseline, 0.0, None)
+    return Rewards(consensus, weights, consensus >= accept_threshold, baseline)
+
+
+def select_best(rewards: Rewards, limit: int) -> np.ndarray:
+    """Indices of accepted samples, highest consensus first, at most `limit`."""
+    accepted = np.flatnonzero(rewards.accepted)
+    order = accepted[np.argsort(-rewards.consensus[accepted], kind="stable")]
+    return order[:limit]

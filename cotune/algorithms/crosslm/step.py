@@ -1,0 +1,96 @@
+"""One CrossLM round on the server: generate, collect silo scores, reward the LLM, keep the best samples.
+
+Engine- and transport-agnostic: generation comes in as a callable returning a Dataset (text, label, prompt
+columns, as `cotune.server_vllm.synthetic` produces), scores come from `ask_scores` (Flower query messages).
+"""
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+from cotune.algorithms.crosslm.config import CrossLMConfig
+from cotune.algorithms.crosslm.scores import combine_scores, score_problem, select_best, to_rewards
+from cotune.data.encoding import encode_batch
+from cotune.edge_client.adapted_lm import AdaptedLM
+from cotune.edge_client.trainer import train_steps
+
+log = logging.getLogger(__name__)
+AskScores = Callable[[list[str], list[int]], dict[int, list[float]]]
+
+
+@dataclass
+class CrossLMOutcome:
+    synthetic: Dataset  # accepted samples, best first: the silos' shared training data next round
+    metrics: dict
+
+
+def _empty() -> Dataset:
+    return Dataset.from_dict({"text": [], "label": []})
+
+
+def reward_batches(
+    llm: AdaptedLM, samples: Dataset, weights: np.ndarray, batch_size: int, max_length: int, seed: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless shuffled batches of (generation prompt -> generated text) with their reward weights."""
+    keep = np.flatnonzero(weights > 0)
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(keep)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            rows = samples.select(idx)
+            batch = encode_batch(llm.tokenizer, rows["prompt"], [" " + t for t in rows["text"]], max_length)
+            batch["weight"] = torch.tensor(weights[idx], dtype=torch.float32)
+            yield batch
+
+
+class CrossLMStep:
+    def __init__(
+        self,
+        cfg: CrossLMConfig,
+        llm: AdaptedLM,
+        generate: Callable[[int], Dataset],
+        ask_scores: AskScores,
+        batch_size: int = 8,
+        max_length: int = 128,
+    ) -> None:
+        self.cfg, self.llm, self.generate, self.ask_scores = cfg, llm, generate, ask_scores
+        self.batch_size, self.max_length = batch_size, max_length
+
+    def __call__(self, server_round: int) -> CrossLMOutcome:
+        samples = self.generate(server_round)
+        metrics: dict = {"generated": len(samples)}
+        if len(samples) == 0:
+            log.warning("round %d: generation yielded no usable sample; CrossLM step skipped", server_round)
+            return CrossLMOutcome(_empty(), {**metrics, "skipped": "no usable sample"})
+        texts, labels = list(samples["text"]), list(samples["label"])
+        valid = {}
+        for silo, scores in self.ask_scores(texts, labels).items():
+            problem = score_problem(scores, len(texts))
+            if problem:
+                log.warning("round %d: scores of silo %s excluded: %s", server_round, silo, problem)
+                metrics.setdefault("excluded_silos", {})[str(silo)] = problem
+            else:
+                valid[silo] = np.asarray(scores, dtype=np.float64)
+        if not valid:
+            log.warning("round %d: no silo returned usable scores; CrossLM step skipped", server_round)
+            return CrossLMOutcome(_empty(), {**metrics, "skipped": "no usable scores"})
+        rewards = to_rewards(combine_scores(valid, self.cfg.aggregate, self.cfg.trim_fraction), self.cfg.accept_threshold)
+        metrics.update(
+            scoring_silos=len(valid),
+            mean_score=float(rewards.consensus.mean()),
+            acceptance_rate=float(rewards.accepted.mean()),
+            label_agreement=float((rewards.consensus > 0.5).mean()),
+        )
+        if self.cfg.llm_steps and rewards.weights.sum() > 0:
+            batches = reward_batches(self.llm, samples, rewards.weights, self.batch_size, self.max_length, server_round)
+            result = train_steps(self.llm.model, batches, self.cfg.llm_steps, self.cfg.llm_lr, desc="llm reward update")
+            metrics["llm_reward_loss"] = result.mean_loss
+        best = select_best(rewards, self.cfg.max_synthetic)
+        metrics["kept"] = int(len(best))
+        kept = samples.select(best).add_column("score", rewards.consensus[best].tolist())
+        return CrossLMOutcome(kept, metrics)

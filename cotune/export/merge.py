@@ -1,0 +1,39 @@
+"""Base + LoRA -> one fp32 model. The merge always lands in full-precision weights, never in 4-bit ones.
+
+Silos train on a 4-bit view of the base, but the folder on disk is fp32 and the merge reads that. A base stored
+as a bitsandbytes 4/8-bit checkpoint is dequantized to fp32 first: merging into quantized weights would round
+the LoRA update away.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+
+def load_fp32_base(path: Path) -> PreTrainedModel:
+    config = json.loads((path / "config.json").read_text())
+    if config.get("quantization_config"):
+        model = AutoModelForCausalLM.from_pretrained(path, device_map="cpu", dtype=torch.float32).dequantize()
+        model.to(torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return model.eval()
+
+
+def merged_model(base: Path, adapter: Path | None) -> PreTrainedModel:
+    """fp32 base with the LoRA folded in (peft merge_and_unload); the base alone when `adapter` is None."""
+    model = load_fp32_base(base)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    return model.eval()
+
+
+def save_merged(model: PreTrainedModel, base: Path, out: Path) -> Path:
+    """An HF folder (config, safetensors, tokenizer) the ONNX exporters read."""
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    return out

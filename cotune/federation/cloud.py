@@ -1,0 +1,110 @@
+"""The cloud side of a round, after FedAvg: FedCoLLM mutual distillation and the CrossLM step.
+
+Holds what the server keeps besides the global SLM adapter — the LLM with its adapter, the generation engine
+that serves it, and the shared synthetic set — and checkpoints and restores all of it with the round.
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset
+from flwr.serverapp import Grid
+
+from cotune.algorithms.crosslm.step import CrossLMStep
+from cotune.algorithms.fedcollm.mutual import encode_public_split, mutual_distillation
+from cotune.config import CotuneConfig
+from cotune.data import TaskSplits
+from cotune.edge_client.adapted_lm import AdaptedLM
+from cotune.federation.queries import ask_scores
+from cotune.models import resolve_model
+from cotune.run.checkpoint import load_adapter_tensors
+from cotune.run.metrics import MetricsLog
+
+log = logging.getLogger(__name__)
+State = dict[str, np.ndarray]
+USES_LLM = {"fedcollm", "crosslm", "cotune"}
+
+
+class CloudSide:
+    def __init__(self, cfg: CotuneConfig, run_dir: Path, splits: TaskSplits, slm: AdaptedLM, metrics: MetricsLog):
+        self.cfg, self.run_dir, self.splits, self.slm, self.metrics = cfg, run_dir, splits, slm, metrics
+        algorithm = cfg.run.algorithm
+        self.kd = algorithm in ("fedcollm", "cotune")
+        self.crosslm = algorithm in ("crosslm", "cotune")
+        self.llm = AdaptedLM.load(cfg, "llm") if algorithm in USES_LLM else None
+        self.synthetic = Dataset.from_dict({"text": [], "label": []})
+        self.engine = None
+        self.grid: Grid | None = None
+
+    def llm_accuracy(self) -> float:
+        return self.llm.accuracy(self.splits.task, self.splits.test, self.cfg)
+
+    def step(self, server_round: int, state: State) -> State:
+        """FedCoLLM, then CrossLM, on the freshly averaged SLM adapter; returns what silos get next round."""
+        if self.kd:
+            state = self._distill(server_round, state)
+        if self.crosslm:
+            self._crosslm(server_round)
+        return state
+
+    def _distill(self, server_round: int, state: State) -> State:
+        self.slm.set_state(state)
+        before = self.slm.accuracy(self.splits.task, self.splits.test, self.cfg)
+        c = self.cfg.fedcollm
+        batches = encode_public_split(
+            self.slm.tokenizer, self.splits.task, self.splits.public, c.batch_size, self.cfg.train.max_length,
+            seed=self.cfg.data.seed + server_round,
+        )
+        torch.manual_seed(self.cfg.train.seed + server_round)  # LoRA dropout: a resumed round replays exactly
+        result = mutual_distillation(self.slm.model, self.llm.model, batches, c, progress=self.cfg.run.progress)
+        self.metrics.write(
+            {"round": server_round, "kind": "fedcollm", "slm_test_accuracy_before_kd": before, **result}
+        )
+        return self.slm.state()
+
+    def _crosslm(self, server_round: int) -> None:
+        # Imported here: runs without CrossLM never touch a generation engine.
+        from cotune.server_vllm.engine import open_engine
+        from cotune.server_vllm.synthetic import generate_synthetic
+
+        if self.engine is None:
+            self.engine = open_engine(self.cfg.server, self.llm_base_dir(), self.run_dir / "logs")
+        adapter = self._publish_llm_adapter(server_round)
+        step = CrossLMStep(
+            self.cfg.crosslm,
+            self.llm,
+            generate=lambda r: generate_synthetic(self.engine, self.splits.task, self.cfg.crosslm, r, adapter),
+            ask_scores=lambda texts, labels: ask_scores(self.grid, self.cfg, texts, labels),
+            batch_size=self.cfg.train.batch_size,
+            max_length=self.cfg.train.max_length,
+        )
+        outcome = step(server_round)
+        self.synthetic = outcome.synthetic
+        self.metrics.write({"round": server_round, "kind": "crosslm", **outcome.metrics})
+
+    def llm_base_dir(self) -> Path:
+        return resolve_model(self.cfg.models.llm, self.cfg.models.cache_dir)
+
+    def _publish_llm_adapter(self, server_round: int):
+        """The LLM adapter as a PEFT folder the engine loads live (no restart), named by round."""
+        folder = self.run_dir / "llm_adapters" / f"round_{server_round:03d}"
+        self.llm.model.save_pretrained(folder)
+        return self.engine.load_adapter(f"llm-r{server_round}", folder)
+
+    def save(self, folder: Path) -> None:
+        if self.llm is not None:
+            self.llm.model.save_pretrained(folder / "llm_adapter")
+        if self.crosslm:
+            self.synthetic.to_json(folder / "synthetic.jsonl")
+
+    def restore(self, folder: Path) -> None:
+        if self.llm is not None:
+            self.llm.set_state(load_adapter_tensors(folder, "llm_adapter"))
+        if self.crosslm and (folder / "synthetic.jsonl").is_file():
+            self.synthetic = Dataset.from_json(str(folder / "synthetic.jsonl"))
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()

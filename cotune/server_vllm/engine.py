@@ -1,0 +1,102 @@
+"""One generation interface over two backends: vLLM in its own process, or HF transformers in process.
+
+`open_engine` picks the backend from ServerConfig and says why in the log. Whatever it picks stays for the
+engine's life: a vLLM server that dies raises EngineError on the next call instead of switching to HF, so a run
+never mixes outputs of two engines without saying so.
+"""
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from cotune.server_vllm.config import ServerConfig
+from cotune.server_vllm.errors import PromptTooLongError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling of one request; temperature 0 is greedy. `min_tokens` suppresses EOS until that many tokens."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 64
+    min_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"sampling n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"sampling temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"sampling top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"sampling max_tokens must be >= 1, got {self.max_tokens}")
+        if not 0 <= self.min_tokens <= self.max_tokens:
+            raise ValueError(f"sampling min_tokens must be in [0, max_tokens={self.max_tokens}], got {self.min_tokens}")
+
+
+class GenerationEngine(ABC):
+    """Generates text for prompts with the base model or a named adapter; use as a context manager."""
+
+    backend: str
+    generated_tokens: int  # running count of generated tokens (EOS included), for throughput figures
+
+    @abstractmethod
+    def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[str]]:
+        """`sampling.n` completions per prompt (prompt text excluded), in prompt order."""
+
+    @abstractmethod
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        """Make the PEFT folder `path` available as `name`; loading under a used name replaces that adapter."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the engine (and stop any process it started); safe to call twice."""
+
+    def __enter__(self) -> "GenerationEngine":
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+def check_prompt_lengths(prompt_tokens: list[int], max_tokens: int, max_model_len: int) -> None:
+    """Raise PromptTooLongError for the first prompt whose tokens plus `max_tokens` exceed the context."""
+    for index, length in enumerate(prompt_tokens):
+        if length + max_tokens > max_model_len:
+            raise PromptTooLongError(
+                f"prompt {index} has {length} tokens; with max_tokens={max_tokens} it needs {length + max_tokens}, "
+                f"above the engine's context of {max_model_len} tokens (server.max_model_len)"
+            )
+
+
+def choose_backend(cfg: ServerConfig) -> tuple[str, str]:
+    """(backend, reason) for `cfg.backend`; auto prefers vLLM where it can be reached or started."""
+    if cfg.backend != "auto":
+        return cfg.backend, f"server.backend = {cfg.backend}"
+    if cfg.vllm_url:
+        return "vllm", f"auto: server.vllm_url is set ({cfg.vllm_url})"
+    from cotune.server_vllm.vllm_server import find_vllm_python
+
+    python = find_vllm_python(cfg.vllm_python)
+    if python is not None:
+        return "vllm", f"auto: vLLM environment found at {python}"
+    return "hf", f"auto: no server.vllm_url and no vLLM environment at {cfg.vllm_python} (see README to install one)"
+
+
+def open_engine(cfg: ServerConfig, model_dir: Path, run_dir: Path) -> GenerationEngine:
+    """The engine ServerConfig asks for, serving the HF model folder `model_dir`; vLLM logs go to `run_dir`."""
+    backend, reason = choose_backend(cfg)
+    log.info("generation engine: %s (%s)", backend, reason)
+    if backend == "vllm":
+        from cotune.server_vllm.vllm_engine import VllmEngine
+
+        return VllmEngine(cfg, model_dir, run_dir)
+    from cotune.server_vllm.hf_engine import HfEngine
+
+    return HfEngine(cfg, model_dir)

