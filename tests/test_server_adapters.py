@@ -77,3 +77,10 @@ def test_prompt_tuning_is_checked_by_width_and_refused_by_vllm(tiny_path, tmp_pa
     (tmp_path / "pt" / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(AdapterError, match="width 256.*hidden size 128"):
         check_adapter(tmp_path / "pt", tiny_path)
+
+
+def test_unreadable_weights_are_refused(tiny_path, tmp_path):
+    save_lora_adapter(tiny_path, tmp_path / "a")
+    (tmp_path / "a" / "adapter_model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(AdapterError, match="not a readable safetensors file"):
+        check_adapter(tmp_path / "a", tiny_path)

@@ -61,6 +61,7 @@ def train(msg: Message, context: Context) -> Message:
             "examples-seen": result.examples_seen,
             "train-seconds": time.perf_counter() - start,
             "bytes-up": record_bytes(reply),
+            "bytes-down": record_bytes(msg.content["arrays"]) + sum(len(t.encode()) + 8 for t in texts),
             "synthetic-examples": len(texts),
         }
     )

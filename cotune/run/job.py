@@ -35,7 +35,7 @@ def run_job(cfg: CotuneConfig, run_dir: Path | None = None) -> Path:
     baselines = {}
     if cfg.run.baselines:
         baselines = local_only(cfg, build_splits(cfg.data, cfg.clients.num_clients), run_dir)
-    summary = summarize(run_dir, baselines, time.perf_counter() - start)
+    summary = summarize(run_dir, cfg.run.algorithm, baselines, time.perf_counter() - start)
     report = render_report(run_dir, summary, f"cotune run {run_dir.name} ({cfg.run.algorithm})")
     log.info("report: %s", report)
     return run_dir

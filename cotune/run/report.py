@@ -1,4 +1,4 @@
-"""The run's summary (`metrics.json`) and `report.md`, computed from what the run wrote to disk."""
+"""The run's summary (`metrics.json`), its plot and `report.md`, computed from what the run wrote to disk."""
 
 import json
 from pathlib import Path
@@ -6,34 +6,57 @@ from pathlib import Path
 from cotune.run.metrics import MetricsLog
 
 
-def summarize(run_dir: Path, local_only: dict[str, float], wall_seconds: float, extra: dict | None = None) -> dict:
+def _by_kind(rows: list[dict], kind: str) -> list[dict]:
+    return sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["round"])
+
+
+def round_table(rows: list[dict]) -> list[dict]:
+    """Per round: global SLM accuracy, bytes per direction, and the FedCoLLM / CrossLM figures when present."""
+    global_rows = {r["round"]: r for r in _by_kind(rows, "global")}
+    kd = {r["round"]: r for r in _by_kind(rows, "fedcollm")}
+    cross = {r["round"]: r for r in _by_kind(rows, "crosslm")}
+    table = []
+    for rnd in sorted(k for k in global_rows if k > 0):
+        trained = [r for r in rows if r["kind"] == "client_train" and r["round"] == rnd and "rejected" not in r]
+        entry = {
+            "round": rnd,
+            "test_accuracy": global_rows[rnd]["test_accuracy"],
+            "clients": len(trained),
+            "rejected": sum(1 for r in rows if r["kind"] == "client_train" and r["round"] == rnd and "rejected" in r),
+            "bytes_up": sum(int(r["bytes_up"]) for r in trained) + cross.get(rnd, {}).get("bytes_up_scores", 0),
+            "bytes_down": sum(int(r.get("bytes_down", 0)) for r in trained) + cross.get(rnd, {}).get("bytes_down_samples", 0),
+            "mean_train_loss": sum(r["train_loss"] for r in trained) / max(len(trained), 1),
+        }
+        if rnd in kd:
+            entry["slm_accuracy_before_kd"] = kd[rnd]["slm_test_accuracy_before_kd"]
+        if rnd in cross:
+            entry["crosslm"] = {k: v for k, v in cross[rnd].items() if k not in ("time", "round", "kind")}
+        table.append(entry)
+    return table
+
+
+def summarize(
+    run_dir: Path, algorithm: str, local_only: dict[str, float], wall_seconds: float, extra: dict | None = None
+) -> dict:
     rows = MetricsLog(run_dir / "metrics.jsonl").rows()
-    global_rows = sorted((r for r in rows if r["kind"] == "global"), key=lambda r: r["round"])
-    train_rows = [r for r in rows if r["kind"] == "client_train" and "rejected" not in r]
-    rounds = sorted({r["round"] for r in global_rows if r["round"] > 0})
-    per_round = []
-    for rnd in rounds:
-        trained = [r for r in train_rows if r["round"] == rnd]
-        per_round.append(
-            {
-                "round": rnd,
-                "test_accuracy": next(r["test_accuracy"] for r in global_rows if r["round"] == rnd),
-                "clients": len(trained),
-                "bytes_up": sum(int(r["bytes_up"]) for r in trained),
-                "mean_train_loss": sum(r["train_loss"] for r in trained) / max(len(trained), 1),
-            }
-        )
-    zero_shot = next((r["test_accuracy"] for r in global_rows if r["round"] == 0), None)
-    summary = {
+    rounds = round_table(rows)
+    zero_shot = next((r["test_accuracy"] for r in _by_kind(rows, "global") if r["round"] == 0), None)
+    summary: dict = {
+        "algorithm": algorithm,
         "slm_accuracy": {
             "zero_shot": zero_shot,
             "local_only": sum(local_only.values()) / len(local_only) if local_only else None,
-            "fedavg": global_rows[-1]["test_accuracy"] if rounds else None,
+            algorithm: rounds[-1]["test_accuracy"] if rounds else None,
         },
         "slm_accuracy_per_client": {"local_only": local_only},
-        "rounds": per_round,
+        "rounds": rounds,
         "wall_seconds": round(wall_seconds, 1),
     }
+    llm = {r["stage"]: r for r in _by_kind(rows, "llm")}
+    if llm:
+        summary["llm_accuracy"] = {stage: r["test_accuracy"] for stage, r in llm.items()}
+        ppl = {("before" if stage == "zero_shot" else stage): r["plot_ppl"] for stage, r in llm.items()}
+        summary["llm_generalization_ppl"] = ppl
     if extra:
         summary.update(extra)
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
@@ -44,12 +67,39 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def plot_rounds(run_dir: Path, summary: dict) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not summary["rounds"]:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    xs = [0] + [r["round"] for r in summary["rounds"]]
+    ax.plot(xs, [summary["slm_accuracy"]["zero_shot"]] + [r["test_accuracy"] for r in summary["rounds"]], "o-",
+            label=f"global SLM ({summary['algorithm']})")
+    if summary["slm_accuracy"]["local_only"] is not None:
+        ax.axhline(summary["slm_accuracy"]["local_only"], ls="--", c="gray", label="local-only (mean)")
+    if "llm_accuracy" in summary:
+        ax.plot([0, xs[-1]], [summary["llm_accuracy"].get("zero_shot"), summary["llm_accuracy"].get("after")], "s:",
+                label="LLM")
+    ax.set_xlabel("round")
+    ax.set_ylabel("held-out test accuracy")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = run_dir / "accuracy.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def render_report(run_dir: Path, summary: dict, title: str) -> Path:
     acc = summary["slm_accuracy"]
     lines = [
         f"# {title}",
         "",
-        "Label-word accuracy of the SLM on the held-out test split (no silo and no server step saw it).",
+        "Label-word accuracy on the held-out test split (no silo and no server step saw it).",
         "",
         "| SLM | test accuracy |",
         "|---|---|",
@@ -57,17 +107,44 @@ def render_report(run_dir: Path, summary: dict, title: str) -> Path:
     ]
     for client, value in sorted(summary["slm_accuracy_per_client"]["local_only"].items()):
         lines.append(f"| local-only, silo {client} (same budget, no federation) | {_pct(value)} |")
+    lines.append(f"| local-only, mean over silos | {_pct(acc['local_only'])} |")
+    for name, value in acc.items():
+        if name not in ("zero_shot", "local_only"):
+            lines.append(f"| {name} global adapter | {_pct(value)} |")
+    if "llm_accuracy" in summary:
+        llm, ppl = summary["llm_accuracy"], summary["llm_generalization_ppl"]
+        lines += [
+            "",
+            "| LLM | test accuracy | perplexity on plot summaries (other domain) |",
+            "|---|---|---|",
+            f"| zero-shot | {_pct(llm.get('zero_shot'))} | {ppl.get('before', float('nan')):.2f} |",
+            f"| after co-tuning | {_pct(llm.get('after'))} | {ppl.get('after', float('nan')):.2f} |",
+        ]
     lines += [
-        f"| local-only, mean over silos | {_pct(acc['local_only'])} |",
-        f"| FedAvg global adapter | {_pct(acc['fedavg'])} |",
         "",
-        "| round | global test accuracy | silos | bytes up (all silos) | mean train loss |",
-        "|---|---|---|---|---|",
+        "| round | global SLM accuracy | before KD | silos (rejected) | bytes up | bytes down | mean train loss |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in summary["rounds"]:
         lines.append(
-            f"| {r['round']} | {_pct(r['test_accuracy'])} | {r['clients']} | {r['bytes_up']:,} | {r['mean_train_loss']:.3f} |"
+            f"| {r['round']} | {_pct(r['test_accuracy'])} | {_pct(r.get('slm_accuracy_before_kd'))} | "
+            f"{r['clients']} ({r['rejected']}) | {r['bytes_up']:,} | {r['bytes_down']:,} | {r['mean_train_loss']:.3f} |"
         )
+    cross = [r for r in summary["rounds"] if "crosslm" in r]
+    if cross:
+        lines += [
+            "",
+            "| round | generated | mean silo score | accepted | label agreement | kept for silos |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in cross:
+            c = r["crosslm"]
+            lines.append(
+                f"| {r['round']} | {c.get('generated', 0)} | {c.get('mean_score', float('nan')):.3f} | "
+                f"{_pct(c.get('acceptance_rate'))} | {_pct(c.get('label_agreement'))} | {c.get('kept', 0)} |"
+            )
+    if plot_rounds(run_dir, summary):
+        lines += ["", "![accuracy per round](accuracy.png)"]
     lines += ["", f"Wall time: {summary['wall_seconds']:.0f} s.", ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))

@@ -37,9 +37,12 @@ def tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor in these safetensors files (headers only)."""
     shapes: dict[str, tuple[int, ...]] = {}
     for file in files:
-        with safe_open(str(file), framework="numpy") as handle:
-            for key in handle.keys():
-                shapes[key] = tuple(handle.get_slice(key).get_shape())
+        try:
+            with safe_open(str(file), framework="numpy") as handle:
+                for key in handle.keys():
+                    shapes[key] = tuple(handle.get_slice(key).get_shape())
+        except Exception as err:  # safetensors raises its own error types for truncated or foreign files
+            raise AdapterError(f"{file} is not a readable safetensors file: {err}") from err
     return shapes
 
 

@@ -208,7 +208,7 @@ class VllmServer:
                 log.warning("vLLM server did not stop within %.0f s of SIGTERM: killing it", _STOP_GRACE_S)
             _signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
-            survivors = _wait_gone(descendants, 5.0)
+            survivors = _wait_gone(descendants, 1.0)
             for child in survivors:
                 log.warning("killing vLLM process %d, which left the process group", child.pid)
                 child.kill()

@@ -68,8 +68,11 @@ class CrossLMStep:
             log.warning("round %d: generation yielded no usable sample; CrossLM step skipped", server_round)
             return CrossLMOutcome(_empty(), {**metrics, "skipped": "no usable sample"})
         texts, labels = list(samples["text"]), list(samples["label"])
+        replies = self.ask_scores(texts, labels)
+        metrics["bytes_down_samples"] = len(replies) * sum(len(t.encode()) + 8 for t in texts)
+        metrics["bytes_up_scores"] = 8 * sum(len(s) for s in replies.values())
         valid = {}
-        for silo, scores in self.ask_scores(texts, labels).items():
+        for silo, scores in replies.items():
             problem = score_problem(scores, len(texts))
             if problem:
                 log.warning("round %d: scores of silo %s excluded: %s", server_round, silo, problem)
