@@ -43,6 +43,7 @@ STAND_IN = textwrap.dedent(
         def reply(self, body):
             data = json.dumps(body).encode()
             self.send_response(200)
+            self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

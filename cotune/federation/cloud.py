@@ -66,16 +66,19 @@ class CloudSide:
 
     def _crosslm(self, server_round: int) -> None:
         # Imported here: runs without CrossLM never touch a generation engine.
-        from cotune.server_vllm.engine import open_engine
+        from cotune.server_vllm.engine import Sampling, open_engine
         from cotune.server_vllm.synthetic import generate_synthetic
 
+        c = self.cfg.crosslm
         if self.engine is None:
-            self.engine = open_engine(self.cfg.server, self.llm_base_dir(), self.run_dir / "logs")
+            llm_dir = resolve_model(self.cfg.models.llm, self.cfg.models.cache_dir)
+            self.engine = open_engine(self.cfg.server, llm_dir, self.run_dir / "logs")
         adapter = self._publish_llm_adapter(server_round)
+        sampling = Sampling(n=c.samples_per_label, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_new_tokens)
         step = CrossLMStep(
-            self.cfg.crosslm,
+            c,
             self.llm,
-            generate=lambda r: generate_synthetic(self.engine, self.splits.task, self.cfg.crosslm, r, adapter),
+            generate=lambda r: generate_synthetic(self.engine, self.splits.task, sampling, adapter, round_index=r),
             ask_scores=lambda texts, labels: ask_scores(self.grid, self.cfg, texts, labels),
             batch_size=self.cfg.train.batch_size,
             max_length=self.cfg.train.max_length,
@@ -84,14 +87,13 @@ class CloudSide:
         self.synthetic = outcome.synthetic
         self.metrics.write({"round": server_round, "kind": "crosslm", **outcome.metrics})
 
-    def llm_base_dir(self) -> Path:
-        return resolve_model(self.cfg.models.llm, self.cfg.models.cache_dir)
-
-    def _publish_llm_adapter(self, server_round: int):
+    def _publish_llm_adapter(self, server_round: int) -> str:
         """The LLM adapter as a PEFT folder the engine loads live (no restart), named by round."""
+        name = f"llm-r{server_round}"
         folder = self.run_dir / "llm_adapters" / f"round_{server_round:03d}"
         self.llm.model.save_pretrained(folder)
-        return self.engine.load_adapter(f"llm-r{server_round}", folder)
+        self.engine.load_adapter(name, folder)
+        return name
 
     def save(self, folder: Path) -> None:
         if self.llm is not None:

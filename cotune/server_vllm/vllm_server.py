@@ -109,12 +109,14 @@ def free_port() -> int:
 
 
 def http_json(url: str, payload: dict | None = None, timeout: float = 10.0) -> dict:
-    """GET (payload None) or POST JSON; returns the decoded body. Raises urllib's errors."""
+    """GET (payload None) or POST JSON; returns the JSON body, or {"message": text} for a plain-text answer
+    (vLLM's adapter routes answer in text). Raises urllib's errors."""
     data = None if payload is None else json.dumps(payload).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        body = response.read()
-    return json.loads(body) if body.strip() else {}
+        is_json = response.headers.get_content_type() == "application/json"
+        body = response.read().decode(errors="replace")
+    return json.loads(body) if is_json else {"message": body}
 
 
 class VllmServer:

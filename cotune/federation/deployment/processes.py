@@ -27,13 +27,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 MARKER = "COTUNE_DEPLOYMENT"
 
 
-def flower_env(marker: str, home: Path | None = None) -> dict[str, str]:
-    """This environment with its scripts first on PATH (a SuperLink starts `flower-superexec` by name), the
-    deployment marker and, when given, FLWR_HOME (where `flwr` reads connections and SuperNodes unpack apps)."""
+def flower_env(marker: str | None = None, home: Path | None = None) -> dict[str, str]:
+    """This environment with its scripts first on PATH (a SuperLink starts `flower-superexec` by name) and, when
+    given, the deployment marker and FLWR_HOME (where `flwr` reads connections and SuperNodes unpack apps)."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
-    env[MARKER] = marker
+    if marker is not None:
+        env[MARKER] = marker
     if home is not None:
         env["FLWR_HOME"] = str(home)
     return env

