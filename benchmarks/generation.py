@@ -94,13 +94,15 @@ def save_adapter(model_dir: Path, out: Path, seed: int) -> Path:
     return out
 
 
-def measure_vllm(name: str, overrides: dict, model_dir: Path, prompts, sampling, workdir: Path, adapters) -> dict:
+def measure_vllm(name: str, overrides: dict, model_dir: Path, prompts, samplings: dict, workdir: Path, adapters):
+    """One vLLM variant: engine start and throughput under samplings["main"]; with `adapters` (the headline
+    variant) also adapter load/swap times, throughput with an adapter, and the other samplings."""
     cfg = ServerConfig(backend="vllm", **overrides)
     cfg.validate()
     start = time.perf_counter()
     with open_engine(cfg, model_dir, workdir / name) as engine:
         result = {"name": name, "overrides": overrides, "engine_start_s": round(time.perf_counter() - start, 1)}
-        result |= timed_generation(engine, prompts, sampling)
+        result |= timed_generation(engine, prompts, samplings["main"])
         if adapters:
             first_request = Sampling(max_tokens=16)
             for key, folder in (("adapter_first_load_s", adapters[0]), ("adapter_swap_s", adapters[1])):
@@ -108,15 +110,17 @@ def measure_vllm(name: str, overrides: dict, model_dir: Path, prompts, sampling,
                 engine.load_adapter("llm", folder)
                 engine.generate(prompts[:1], first_request, adapter="llm")
                 result[key] = round(time.perf_counter() - start, 2)
-            result["with_adapter"] = timed_generation(engine, prompts, sampling, adapter="llm")
-    python = find_vllm_python(cfg.vllm_python)
-    env = server_env(cfg, python)
+            result["with_adapter"] = timed_generation(engine, prompts, samplings["main"], adapter="llm")
+            for label, sampling in samplings.items():
+                if label != "main":
+                    result[label] = timed_generation(engine, prompts, sampling)
+    env = server_env(cfg, find_vllm_python(cfg.vllm_python))
     result["settings"] = {f: getattr(cfg, f) for f in ENGINE_FIELDS} | {k: env.get(k, "") for k in VLLM_ENV}
     logging.info("vLLM %s: %s", name, result)
     return result
 
 
-def measure_hf(dtype: str, batch: int, model_dir: Path, prompts, sampling, workdir: Path) -> dict:
+def measure_hf(dtype: str, batch: int, model_dir: Path, prompts, sampling: Sampling, workdir: Path) -> dict:
     cfg = ServerConfig(backend="hf", hf_dtype=dtype, hf_batch_size=batch)
     with open_engine(cfg, model_dir, workdir) as engine:
         result = {"dtype": dtype, "batch_size": batch} | timed_generation(engine, prompts, sampling)
@@ -129,7 +133,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--prompts", type=int, default=256)
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="vLLM variants to measure, in order")
+    parser.add_argument("--temperature", type=float, default=0.9)
+    parser.add_argument("--top-k", type=int, default=50)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument(
+        "--top-p-check", type=float, default=0.95,
+        help="also measure the headline vLLM variant and the best HF setting with this top_p (0: skip)",
+    )  # fmt: skip
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="vLLM variants to measure, headline first")
     parser.add_argument("--hf-grid", default="float32:16,float32:32,float32:64,bfloat16:32,bfloat16:64")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -137,29 +148,38 @@ def main() -> None:
 
     model_dir = resolve_model(MODEL)
     prompts = bench_prompts(args.prompts)
-    sampling = Sampling(temperature=0.9, top_p=0.95, max_tokens=args.new_tokens, min_tokens=args.new_tokens)
+    budget = {"max_tokens": args.new_tokens, "min_tokens": args.new_tokens}
+    samplings = {"main": Sampling(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, **budget)}
+    if args.top_p_check:
+        samplings["top_p_check"] = Sampling(temperature=args.temperature, top_p=args.top_p_check, **budget)
     load_before = os.getloadavg()
     variants, grid = [], []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         adapters = [save_adapter(model_dir, workdir / f"adapter_{i}", seed=i) for i in (1, 2)]
         for i, name in enumerate(filter(None, args.variants.split(","))):
-            with_adapters = adapters if i == 0 else None  # adapter timings on the headline variant only
-            variants.append(measure_vllm(name, VARIANTS[name], model_dir, prompts, sampling, workdir, with_adapters))
+            headline_extras = adapters if i == 0 else None
+            variants.append(measure_vllm(name, VARIANTS[name], model_dir, prompts, samplings, workdir, headline_extras))
         for item in filter(None, args.hf_grid.split(",")):
             dtype, batch = item.split(":")
-            grid.append(measure_hf(dtype, int(batch), model_dir, prompts, sampling, workdir))
+            grid.append(measure_hf(dtype, int(batch), model_dir, prompts, samplings["main"], workdir))
+        best_hf = max(grid, key=lambda r: r["tokens_per_s"]) if grid else {}
+        if best_hf and "top_p_check" in samplings:
+            check = samplings["top_p_check"]
+            best_hf = best_hf | {"top_p_check": measure_hf(best_hf["dtype"], best_hf["batch_size"], model_dir, prompts,
+                                                           check, workdir)}  # fmt: skip
 
     headline = variants[0] if variants else {}
-    best_hf = max(grid, key=lambda r: r["tokens_per_s"]) if grid else {}
     vllm_tps, hf_tps = headline.get("tokens_per_s"), best_hf.get("tokens_per_s")
     speedup = round(vllm_tps / hf_tps, 2) if vllm_tps and hf_tps else None
-    expected_tokens = len(prompts) * args.new_tokens
+    vllm_check = headline.get("top_p_check", {}).get("tokens_per_s")
+    hf_check = best_hf.get("top_p_check", {}).get("tokens_per_s")
+    runs = variants + grid + [r[k] for r in [headline, best_hf] for k in ("with_adapter", "top_p_check") if k in r]
     result = {
         "model": MODEL,
         "prompts": len(prompts),
         "new_tokens_per_prompt": args.new_tokens,
-        "sampling": dataclasses.asdict(sampling),
+        "sampling": dataclasses.asdict(samplings["main"]),
         "vllm_tokens_per_s": vllm_tps,
         "hf_tokens_per_s": hf_tps,
         "speedup": speedup,
@@ -169,14 +189,18 @@ def main() -> None:
         "adapter_first_load_s": headline.get("adapter_first_load_s"),
         "adapter_swap_s": headline.get("adapter_swap_s"),
         "vllm_tokens_per_s_with_adapter": headline.get("with_adapter", {}).get("tokens_per_s"),
+        "top_p_check": {
+            "sampling": dataclasses.asdict(samplings["top_p_check"]) if "top_p_check" in samplings else None,
+            "vllm_tokens_per_s": vllm_check,
+            "hf_tokens_per_s": hf_check,
+            "speedup": round(vllm_check / hf_check, 2) if vllm_check and hf_check else None,
+        },
         "vllm_variant": headline.get("name"),
         "vllm_settings": headline.get("settings"),
         "vllm_variants": variants,
         "hf_best": {"dtype": best_hf.get("dtype"), "batch_size": best_hf.get("batch_size")},
         "hf_grid": grid,
-        "every_sample_full_length": all(
-            r["generated_tokens"] == expected_tokens for r in variants + grid + [v["with_adapter"] for v in variants if "with_adapter" in v]
-        ),
+        "every_sample_full_length": all(r["generated_tokens"] == len(prompts) * args.new_tokens for r in runs),
         "host": {
             "cpus": os.cpu_count(),
             "affinity": sorted(os.sched_getaffinity(0)),
@@ -190,8 +214,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("vllm_tokens_per_s", "hf_tokens_per_s", "speedup", "engine_start_s",
-                                              "adapter_swap_s", "hf_best")}, indent=2))  # fmt: skip
+    summary = ("vllm_tokens_per_s", "hf_tokens_per_s", "speedup", "engine_start_s", "adapter_swap_s", "hf_best")
+    print(json.dumps({k: result[k] for k in summary}, indent=2))
 
 
 def vllm_version() -> dict:

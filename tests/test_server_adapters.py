@@ -48,7 +48,7 @@ def test_missing_folder_and_non_peft_folder_are_refused(tiny_path, tmp_path):
     with pytest.raises(AdapterError, match="does not exist"):
         check_adapter(tmp_path / "nothing", tiny_path)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(AdapterError, match="not a PEFT folder"):
+    with pytest.raises(AdapterError, match="not a PEFT adapter folder"):
         check_adapter(tmp_path / "empty", tiny_path)
 
 

@@ -77,9 +77,8 @@ def test_clean_sample_keeps_the_first_paragraph_on_one_line():
 
 def test_with_the_hf_engine_every_label_is_requested(tiny_path, tmp_path):
     with open_engine(ServerConfig(backend="hf"), tiny_path, tmp_path) as engine:
-        data = generate_synthetic(
-            engine, TASK, Sampling(n=3, temperature=1.0, max_tokens=12, min_tokens=12), filters=SampleFilters(min_words=1)
-        )
+        sampling = Sampling(n=3, temperature=1.0, max_tokens=12, min_tokens=12)
+        data = generate_synthetic(engine, TASK, sampling, filters=SampleFilters(min_words=1))
     assert 1 <= len(data) <= 6
     assert set(data["backend"]) == {"hf"} and set(data["adapter_version"]) == {"base"}
     assert set(data["label"]) <= {0, 1}

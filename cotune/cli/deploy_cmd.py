@@ -98,20 +98,19 @@ def _add_dry_run(parser: argparse.ArgumentParser) -> None:
 
 
 def _exec(command: list[str], args: argparse.Namespace, home: Path | None = None) -> int:
+    """Print the command; unless --dry-run, become it (returns only for --dry-run)."""
     print(f"$ {commands.render(command)}", flush=True)
     if args.dry_run:
         return 0
     env = flower_env(home=home)
-    os.execvpe(command[0], command, env)
-    return 1  # not reached: exec replaced this process
+    os.execvpe(command[0], command, env)  # replaces this process: Flower gets the terminal and the signals
 
 
 def _server_tls(args: argparse.Namespace) -> TlsFiles | None:
     if args.insecure:
         return None
-    folder = args.certs
-    files = [args.ssl_ca_certfile or (folder and folder / CA_CERT), args.ssl_certfile or (folder and folder / SERVER_CERT),
-             args.ssl_keyfile or (folder and folder / SERVER_KEY)]
+    defaults = [args.certs / name if args.certs else None for name in (CA_CERT, SERVER_CERT, SERVER_KEY)]
+    files = [args.ssl_ca_certfile or defaults[0], args.ssl_certfile or defaults[1], args.ssl_keyfile or defaults[2]]
     if not all(files):
         raise FileNotFoundError("the SuperLink needs --certs DIR or --ssl-ca-certfile/--ssl-certfile/--ssl-keyfile "
                                 "(or --insecure for a local trial)")
@@ -141,7 +140,11 @@ def run_certs(args: argparse.Namespace) -> int:
 
 
 def run_node_key(args: argparse.Namespace) -> int:
-    key = write_node_key(args.folder, args.name)
+    try:
+        key = write_node_key(args.folder, args.name)
+    except FileExistsError as err:
+        print(f"cotune: error: {err}", file=sys.stderr)
+        return 2
     print(f"silo keeps: {key.private}  (flower-supernode --auth-supernode-private-key)")
     print(f"operator registers: {key.public}")
     print(f"  $ {commands.render(commands.register_command(key.public, DEFAULT_CONNECTION))}")

@@ -1,6 +1,7 @@
 """`cotune run`: the main job on the embedded defaults, a TOML config, or `--resume RUN_DIR`."""
 
 import argparse
+import json
 from pathlib import Path
 
 from cotune.cli.common import add_config_args, config_from_args
@@ -24,4 +25,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = run_job(cfg, run_dir)
     print((run_dir / "report.md").read_text())
     print(f"run folder: {run_dir}")
+    edge = json.loads((run_dir / "metrics.json").read_text()).get("edge")
+    if edge:
+        print(f"edge model ({edge['precision']}): {edge['path']}  {edge['size_mb']} MB, {edge['tokens_per_s']} tokens/s")
     return 0

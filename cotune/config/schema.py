@@ -170,11 +170,20 @@ class TrainConfig:
 @dataclass
 class RunConfig:
     algorithm: Literal["fedavg", "fedcollm", "crosslm", "cotune"] = option(
-        "fedavg", help="What each round does after local training: plain FedAvg, + FedCoLLM, + CrossLM, or both."
+        "cotune", help="What each round does after local training: plain FedAvg, + FedCoLLM, + CrossLM, or both."
+    )
+    compare: list[str] = option(
+        default_factory=lambda: ["fedavg", "fedcollm", "crosslm"],
+        help="Other algorithms the job also runs, same seed, splits and budget, for the report's comparison.",
     )
     output_root: str = option("runs", help="Parent folder of run folders (runs/<timestamp>/).")
     baselines: bool = option(True, help="Also measure zero-shot and local-only baselines on the same test.")
     progress: bool = option(True, help="Progress bars on long steps.")
+
+    def validate(self) -> None:
+        known = ("fedavg", "fedcollm", "crosslm", "cotune")
+        for name in self.compare:
+            require(name in known, "compare", f"algorithms among {list(known)}", self.compare)
 
 
 @dataclass

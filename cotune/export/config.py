@@ -11,7 +11,7 @@ from cotune.config.fields import option
 class ExportConfig:
     enabled: bool = option(True, help="`cotune run` ends by exporting the final global SLM.")
     precision: Literal["fp32", "int8", "int4"] = option("int4", help="Weight precision of the ONNX model.")
-    parity_prompts: int = option(20, help="Prompts whose greedy tokens are compared with PyTorch at export.")
+    parity_prompts: int = option(8, help="Prompts whose greedy tokens are compared with PyTorch at export.")
     parity_tokens: int = option(64, help="Greedy tokens compared per parity prompt.")
 
     def validate(self) -> None:

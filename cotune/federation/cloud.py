@@ -21,6 +21,8 @@ from cotune.federation.queries import ask_scores
 from cotune.models import resolve_model
 from cotune.run.checkpoint import load_adapter_tensors
 from cotune.run.metrics import MetricsLog
+from cotune.server_vllm.engine import GenerationEngine, Sampling, open_engine
+from cotune.server_vllm.synthetic import generate_synthetic
 
 log = logging.getLogger(__name__)
 State = dict[str, np.ndarray]
@@ -28,14 +30,23 @@ USES_LLM = {"fedcollm", "crosslm", "cotune"}
 
 
 class CloudSide:
-    def __init__(self, cfg: CotuneConfig, run_dir: Path, splits: TaskSplits, slm: AdaptedLM, metrics: MetricsLog):
+    def __init__(
+        self,
+        cfg: CotuneConfig,
+        run_dir: Path,
+        splits: TaskSplits,
+        slm: AdaptedLM,
+        metrics: MetricsLog,
+        engine: GenerationEngine | None = None,
+    ):
+        """`engine`, if given, is shared with other runs of the same job and stays open after this one."""
         self.cfg, self.run_dir, self.splits, self.slm, self.metrics = cfg, run_dir, splits, slm, metrics
         algorithm = cfg.run.algorithm
         self.kd = algorithm in ("fedcollm", "cotune")
         self.crosslm = algorithm in ("crosslm", "cotune")
         self.llm = AdaptedLM.load(cfg, "llm") if algorithm in USES_LLM else None
         self.synthetic = Dataset.from_dict({"text": [], "label": []})
-        self.engine = None
+        self.engine, self.owns_engine = engine, engine is None
         self.grid: Grid | None = None
 
     def llm_accuracy(self) -> float:
@@ -65,10 +76,6 @@ class CloudSide:
         return self.slm.state()
 
     def _crosslm(self, server_round: int) -> None:
-        # Imported here: runs without CrossLM never touch a generation engine.
-        from cotune.server_vllm.engine import Sampling, open_engine
-        from cotune.server_vllm.synthetic import generate_synthetic
-
         c = self.cfg.crosslm
         if self.engine is None:
             llm_dir = resolve_model(self.cfg.models.llm, self.cfg.models.cache_dir)
@@ -108,5 +115,5 @@ class CloudSide:
             self.synthetic = Dataset.from_json(str(folder / "synthetic.jsonl"))
 
     def close(self) -> None:
-        if self.engine is not None:
+        if self.engine is not None and self.owns_engine:
             self.engine.close()

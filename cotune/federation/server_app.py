@@ -9,6 +9,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from cotune.config import CotuneConfig, dump_toml, load_config
 from cotune.federation.server_loop import run_rounds
+from cotune.server_vllm.engine import GenerationEngine
 
 
 def new_run_dir(root: str) -> Path:
@@ -17,7 +18,9 @@ def new_run_dir(root: str) -> Path:
     return run_dir
 
 
-def build_server_app(cfg: CotuneConfig | None = None, run_dir: Path | None = None) -> ServerApp:
+def build_server_app(
+    cfg: CotuneConfig | None = None, run_dir: Path | None = None, engine: GenerationEngine | None = None
+) -> ServerApp:
     app = ServerApp()
 
     @app.main()
@@ -27,7 +30,7 @@ def build_server_app(cfg: CotuneConfig | None = None, run_dir: Path | None = Non
         folder = run_dir or (Path(configured) if configured else new_run_dir(config.run.output_root))
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.toml").write_text(dump_toml(config))
-        run_rounds(grid, config, folder)
+        run_rounds(grid, config, folder, engine)
 
     return app
 

@@ -18,6 +18,7 @@ from cotune.federation.records import config_record, from_record, samples_record
 from cotune.federation.strategies.adapter_fedavg import AdapterFedAvg
 from cotune.run.checkpoint import Checkpoints, load_adapter_tensors
 from cotune.run.metrics import MetricsLog
+from cotune.server_vllm.engine import GenerationEngine
 
 log = logging.getLogger(__name__)
 GLOBAL_ADAPTER = "global_adapter"
@@ -34,12 +35,13 @@ def log_llm(cloud: CloudSide, metrics: MetricsLog, server_round: int, stage: str
     )
 
 
-def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path) -> None:
+def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path, engine: GenerationEngine | None = None) -> None:
+    """All rounds of one run into `run_dir`, resuming from its last checkpoint if it has one."""
     metrics = MetricsLog(run_dir / "metrics.jsonl")
     checkpoints = Checkpoints(run_dir)
     splits = build_splits(cfg.data, cfg.clients.num_clients)
     slm = AdaptedLM.load(cfg)
-    cloud = CloudSide(cfg, run_dir, splits, slm, metrics)
+    cloud = CloudSide(cfg, run_dir, splits, slm, metrics, engine)
     state = slm.state()
     start_round = 0
     if (latest := checkpoints.latest()) is not None:

@@ -8,13 +8,14 @@ from flwr.simulation import run_simulation
 from cotune.config import CotuneConfig
 from cotune.federation.client_app import app as client_app
 from cotune.federation.server_app import build_server_app
+from cotune.server_vllm.engine import GenerationEngine
 
 
-def simulate(cfg: CotuneConfig, run_dir: Path) -> None:
+def simulate(cfg: CotuneConfig, run_dir: Path, engine: GenerationEngine | None = None) -> None:
     """Silos run one at a time, each with every core: on a small CPU host that beats sharing cores."""
     cpus = os.cpu_count() or 1
     run_simulation(
-        server_app=build_server_app(cfg, run_dir),
+        server_app=build_server_app(cfg, run_dir, engine),
         client_app=client_app,
         num_supernodes=cfg.clients.num_clients,
         backend_config={

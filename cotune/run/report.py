@@ -59,8 +59,11 @@ def summarize(
         summary["llm_generalization_ppl"] = ppl
     if extra:
         summary.update(extra)
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
 
 
 def _pct(value: float | None) -> str:
@@ -143,6 +146,13 @@ def render_report(run_dir: Path, summary: dict, title: str) -> Path:
                 f"| {r['round']} | {c.get('generated', 0)} | {c.get('mean_score', float('nan')):.3f} | "
                 f"{_pct(c.get('acceptance_rate'))} | {_pct(c.get('label_agreement'))} | {c.get('kept', 0)} |"
             )
+    if "edge" in summary:
+        e = summary["edge"]
+        lines += [
+            "",
+            f"Edge model ({e['precision']} ONNX): `{e['path']}`, {e['size_mb']} MB, {e['tokens_per_s']} tokens/s "
+            "(batch 1, 2 threads, ONNX Runtime).",
+        ]
     if plot_rounds(run_dir, summary):
         lines += ["", "![accuracy per round](accuracy.png)"]
     lines += ["", f"Wall time: {summary['wall_seconds']:.0f} s.", ""]

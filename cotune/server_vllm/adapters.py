@@ -46,14 +46,16 @@ def tensor_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def check_adapter(path: str | Path, model_dir: Path, max_rank: int | None = None, lora_only: bool = False) -> AdapterInfo:
+def check_adapter(
+    path: str | Path, model_dir: Path, max_rank: int | None = None, lora_only: bool = False
+) -> AdapterInfo:
     """Validate the PEFT folder `path` for the base model in `model_dir`; raise AdapterError naming the problem."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise AdapterError(f"adapter folder {folder} does not exist")
     config_file, weights_file = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
     if not config_file.is_file() or not weights_file.is_file():
-        raise AdapterError(f"adapter folder {folder} is not a PEFT folder: it needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")
+        raise AdapterError(f"{folder} is not a PEFT adapter folder: it needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")
     config = json.loads(config_file.read_text())
     peft_type = str(config.get("peft_type", ""))
     base = str(config.get("base_model_name_or_path") or "unknown")

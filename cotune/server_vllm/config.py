@@ -92,11 +92,11 @@ class ServerConfig:
         require(self.request_timeout_s > 0, "request_timeout_s", "seconds > 0", self.request_timeout_s)
         require(self.seed >= 0, "seed", "an integer >= 0", self.seed)
         require(self.max_model_len >= 16, "max_model_len", "an integer >= 16", self.max_model_len)
-        require(
-            self.max_lora_rank in VLLM_LORA_RANKS, "max_lora_rank", f"one of {list(VLLM_LORA_RANKS)}", self.max_lora_rank
-        )
+        ranks = list(VLLM_LORA_RANKS)
+        require(self.max_lora_rank in ranks, "max_lora_rank", f"one of {ranks}", self.max_lora_rank)
         require(self.max_num_seqs >= 1, "max_num_seqs", "an integer >= 1", self.max_num_seqs)
-        require(self.max_num_batched_tokens >= 1, "max_num_batched_tokens", "an integer >= 1", self.max_num_batched_tokens)
+        tokens = self.max_num_batched_tokens
+        require(tokens >= 1, "max_num_batched_tokens", "an integer >= 1", tokens)
         if not self.enable_chunked_prefill:
             require(
                 self.max_num_batched_tokens >= self.max_model_len,

@@ -19,11 +19,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Sampling:
-    """Sampling of one request; temperature 0 is greedy. `min_tokens` suppresses EOS until that many tokens."""
+    """Sampling of one request; temperature 0 is greedy. `min_tokens` suppresses EOS until that many tokens.
+
+    On CPU prefer `top_k` to `top_p` < 1: top-p sorts the whole vocabulary of every sequence at every step
+    (both engines use torch's sort), which costs seconds per step for a few hundred sequences on 2 cores.
+    """
 
     n: int = 1
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
     max_tokens: int = 64
     min_tokens: int = 0
 
@@ -34,6 +39,8 @@ class Sampling:
             raise ValueError(f"sampling temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"sampling top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"sampling top_k must be >= 0 (0 = off), got {self.top_k}")
         if self.max_tokens < 1:
             raise ValueError(f"sampling max_tokens must be >= 1, got {self.max_tokens}")
         if not 0 <= self.min_tokens <= self.max_tokens:

@@ -100,7 +100,7 @@ class HfEngine(GenerationEngine):
             do_sample=sample,
             temperature=sampling.temperature if sample else None,
             top_p=sampling.top_p if sample else None,
-            top_k=0 if sample else None,
+            top_k=sampling.top_k if sample else None,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=sorted(self._eos),
             bos_token_id=self.tokenizer.bos_token_id,

@@ -43,7 +43,8 @@ class VllmEngine(GenerationEngine):
 
     def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[str]]:
         if adapter is not None and adapter not in self.adapters:
-            raise AdapterError(f"adapter {adapter!r} is not loaded (loaded: {sorted(self.adapters)}): load_adapter first")
+            loaded = sorted(self.adapters)
+            raise AdapterError(f"adapter {adapter!r} is not loaded (loaded: {loaded}): load_adapter first")
         if not prompts:
             return []
         lengths = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
@@ -57,6 +58,8 @@ class VllmEngine(GenerationEngine):
             "max_tokens": sampling.max_tokens,
             "min_tokens": sampling.min_tokens,
         }
+        if sampling.top_k:
+            payload["top_k"] = sampling.top_k
         reply = self._call("POST", "/v1/completions", payload, timeout=self.cfg.request_timeout_s)
         choices = sorted(reply["choices"], key=lambda c: c["index"])
         if len(choices) != len(prompts) * sampling.n:

@@ -71,7 +71,7 @@ def server_env(cfg: ServerConfig, python: Path) -> dict[str, str]:
     if cfg.cpu_preload_iomp:
         iomp = python.parent.parent / "lib" / "libiomp5.so"
         if not iomp.is_file():
-            raise EngineError(f"server.cpu_preload_iomp: {iomp} not found (intel-openmp is not in the vLLM environment)")
+            raise EngineError(f"server.cpu_preload_iomp: {iomp} not found (no intel-openmp in the vLLM environment)")
         env["LD_PRELOAD"] = " ".join(filter(None, [str(iomp), env.get("LD_PRELOAD", "")]))
     return env
 

@@ -1,0 +1,78 @@
+"""Federation hardening: how replies are validated and aggregated, and the optional privacy layers.
+
+Section `[federation]`. Defaults keep plain FedAvg with every validation check on; differential privacy and
+SecAgg+ are off. The server applies all of it: silos need no copy of this section.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+from cotune.config.errors import require
+from cotune.config.fields import option
+
+Aggregation = Literal["fedavg", "trimmed_mean", "median"]
+
+
+@dataclass
+class FederationConfig:
+    aggregation: Aggregation = option(
+        "fedavg",
+        help="How accepted updates combine: example-weighted mean, coordinate-wise trimmed mean, or median "
+        "(the last two bound what a few poisoned silos can do).",
+    )
+    trim_fraction: float = option(0.2, help="Share of updates cut at each end, per coordinate, by trimmed_mean.")
+    clip_norm: float = option(
+        0.0, help="Scale each accepted update (reply - global) down to this L2 norm before combining; 0: no clipping."
+    )
+    max_update_norm_multiple: float = option(
+        10.0,
+        help="Reject an update whose L2 norm exceeds this multiple of the median norm of the round's other "
+        "updates; 0 turns the check off. The aggregate row of metrics.jsonl logs each round's median norm.",
+    )
+    max_message_bytes: int = option(
+        0, help="Reject a reply whose arrays take more bytes than this; 0: twice the global adapter's fp32 size."
+    )
+    dp_noise_multiplier: float = option(
+        0.0,
+        help="Central differential privacy when > 0: silos clip their update to dp_clipping_norm (Flower's "
+        "fixedclipping_mod) and the server adds Gaussian noise of this multiple of the clipping norm to the sum.",
+    )
+    dp_clipping_norm: float = option(
+        1.0, help="L2 bound of each silo's update under DP; set it near the round's median update norm."
+    )
+    dp_delta: float = option(1e-5, help="Delta of the reported (epsilon, delta); keep it well below 1 / num_clients.")
+    secagg: bool = option(
+        False,
+        help="Aggregate adapters with SecAgg+ (Flower's secaggplus_mod): the server learns only the weighted sum, "
+        "never one silo's adapter; per-update checks and robust aggregation then cannot run.",
+    )
+    secagg_clipping_range: float = option(
+        8.0, help="SecAgg+ clips every adapter value to +-this before quantizing it for masking."
+    )
+    secagg_max_weight: float = option(
+        1000.0, help="Largest example count a silo weighs with under SecAgg+ (more overflows the quantized sum)."
+    )
+
+    @property
+    def dp(self) -> bool:
+        return self.dp_noise_multiplier > 0
+
+    def validate(self) -> None:
+        require(0 <= self.trim_fraction < 0.5, "trim_fraction", "a fraction in [0, 0.5)", self.trim_fraction)
+        require(self.clip_norm >= 0, "clip_norm", "a norm >= 0 (0: off)", self.clip_norm)
+        multiple = self.max_update_norm_multiple
+        require(multiple == 0 or multiple >= 1, "max_update_norm_multiple", "0 (off) or a number >= 1", multiple)
+        require(self.max_message_bytes >= 0, "max_message_bytes", "bytes >= 0 (0: automatic)", self.max_message_bytes)
+        require(self.dp_noise_multiplier >= 0, "dp_noise_multiplier", "a number >= 0", self.dp_noise_multiplier)
+        require(self.dp_clipping_norm > 0, "dp_clipping_norm", "a norm > 0", self.dp_clipping_norm)
+        require(0 < self.dp_delta < 1, "dp_delta", "a probability in (0, 1)", self.dp_delta)
+        require(self.secagg_clipping_range > 0, "secagg_clipping_range", "a number > 0", self.secagg_clipping_range)
+        require(self.secagg_max_weight > 0, "secagg_max_weight", "a number > 0", self.secagg_max_weight)
+        if self.dp:
+            # The noise is calibrated to the mean of clipped updates; a median or trimmed mean has another sensitivity.
+            require(self.aggregation == "fedavg", "aggregation", "fedavg when dp_noise_multiplier > 0", self.aggregation)
+            require(not self.secagg, "secagg", "false when dp_noise_multiplier > 0 (not wired together)", self.secagg)
+        if self.secagg:
+            # SecAgg+ hands the server one masked sum: nothing per silo to rank, trim or clip.
+            require(self.aggregation == "fedavg", "aggregation", "fedavg when secagg = true", self.aggregation)
+            require(self.clip_norm == 0, "clip_norm", "0 when secagg = true (the server sees no single update)", self.clip_norm)

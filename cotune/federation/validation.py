@@ -1,0 +1,115 @@
+"""What a silo's training reply must look like before any of it touches the global adapter.
+
+A reply is checked in the order that keeps a hostile one cheapest to refuse: record layout, byte size (before
+decoding anything), array names, dtypes and shapes exactly as the configured wire format produces them, then the
+decoded values (finite), its example count, and finally its update norm against the round's other updates.
+Every check returns a reason string, so a rejection is logged with what was wrong.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
+
+from cotune.quantization.wire import Q8_SUFFIX, SCALE_SUFFIX, WireFormat, decode, encode
+
+State = dict[str, np.ndarray]
+ARRAYS, METRICS = "arrays", "metrics"
+
+
+@dataclass(frozen=True)
+class WireSchema:
+    """Names, dtypes and shapes of the arrays a correct reply carries, plus its byte limit."""
+
+    arrays: dict[str, tuple[np.dtype, tuple[int, ...]]]
+    max_bytes: int
+
+    @classmethod
+    def of(cls, reference: State, wire: WireFormat, max_bytes: int = 0) -> "WireSchema":
+        """Encoding the reference itself yields exactly what the wire format sends; `max_bytes` 0: 2x fp32 size."""
+        arrays = {k: (a.dtype, a.shape) for k, a in encode(reference, wire).items()}
+        return cls(arrays, max_bytes or 2 * sum(v.size * 4 for v in reference.values()))
+
+
+def check_update(update: State, reference: State) -> str | None:
+    """Why a decoded update cannot be averaged into `reference`, or None if it can."""
+    if set(update) != set(reference):
+        missing, extra = sorted(set(reference) - set(update)), sorted(set(update) - set(reference))
+        return f"adapter keys differ: missing {missing[:3]}, unexpected {extra[:3]}"
+    for key, value in update.items():
+        if value.shape != reference[key].shape:
+            return f"{key}: shape {value.shape}, expected {reference[key].shape}"
+        if not np.isfinite(value).all():
+            return f"{key}: non-finite values"
+    return None
+
+
+def _layout_problem(record: ArrayRecord, schema: WireSchema) -> str | None:
+    size = sum(len(array.data) for array in record.values())
+    if size > schema.max_bytes:
+        return f"arrays take {size:,} bytes, more than the limit of {schema.max_bytes:,}"
+    got, want = set(record.keys()), set(schema.arrays)
+    for key in sorted(got):
+        if key.endswith(Q8_SUFFIX) and key[: -len(Q8_SUFFIX)] + SCALE_SUFFIX not in got:
+            return f"int8 tensor {key[: -len(Q8_SUFFIX)]} arrived without its scales"
+    if got != want:
+        missing, extra = sorted(want - got), sorted(got - want)
+        return f"array keys differ from the wire schema: missing {missing[:3]}, unexpected {extra[:3]}"
+    return None
+
+
+def decode_reply(content: RecordDict, schema: WireSchema) -> tuple[State | None, str | None]:
+    """The fp32 adapter a training reply carries, or None and why it is unusable."""
+    if set(content.array_records) != {ARRAYS}:
+        return None, f"expected exactly one array record '{ARRAYS}', got {sorted(content.array_records)}"
+    record = content.array_records[ARRAYS]
+    if problem := _layout_problem(record, schema):
+        return None, problem
+    raw = {}
+    for key, array in record.items():
+        try:
+            value = array.numpy()
+        except (TypeError, ValueError, OSError) as err:
+            return None, f"{key}: undecodable array ({err})"
+        dtype, shape = schema.arrays[key]
+        if value.dtype != dtype:
+            return None, f"{key}: dtype {value.dtype}, the wire format sends {dtype}"
+        if value.shape != shape:
+            return None, f"{key}: shape {value.shape}, expected {shape}"
+        raw[key] = value
+    state = decode(raw)
+    bad = next((k for k, v in state.items() if not np.isfinite(v).all()), None)
+    return (None, f"{bad}: non-finite values") if bad else (state, None)
+
+
+def examples_problem(content: RecordDict) -> str | None:
+    """The example count weighs the update: it must be a finite number > 0."""
+    metrics = content.metric_records.get(METRICS)
+    if not isinstance(metrics, MetricRecord):
+        return f"reply carries no '{METRICS}' record"
+    value = metrics.get("num-examples")
+    if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        return f"num-examples must be a finite number > 0, got {value!r}"
+    return None
+
+
+def update_norm(update: State, reference: State) -> float:
+    """L2 norm of update - reference over every tensor, in float64 (fp32 sums lose digits on large adapters)."""
+    return float(np.sqrt(sum(np.sum((update[k].astype(np.float64) - reference[k]) ** 2) for k in reference)))
+
+
+def norm_outliers(norms: Mapping[int, float], multiple: float) -> dict[int, str]:
+    """Updates whose norm exceeds `multiple` x the median norm of the *other* updates of the round.
+
+    Leave-one-out, so that with two silos the outsized one is caught (a plain median would sit halfway);
+    a reference median of 0 says nothing about scale and rejects nothing.
+    """
+    if multiple <= 0 or len(norms) < 2:
+        return {}
+    out = {}
+    for key, norm in norms.items():
+        median = float(np.median([n for k, n in norms.items() if k != key]))
+        if median > 0 and norm > multiple * median:
+            out[key] = f"update norm {norm:.4g} exceeds {multiple:g} x the median {median:.4g} of the other updates"
+    return out
