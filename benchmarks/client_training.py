@@ -33,7 +33,7 @@ def measure_variant(precision: str, steps: int, overrides: list[str]) -> dict:
     load_start = time.perf_counter()
     slm = AdaptedLM.load(cfg)
     load_s = time.perf_counter() - load_start
-    after_load = rss._process.memory_info().rss
+    after_load = rss.rss()
     slm.train(splits.task, splits.clients[0].train, load_config(None, [*overrides, "train.steps=1"]), 0, "warmup")
     start = time.perf_counter()
     trained = load_config(None, [*overrides, f"train.steps={steps}", "run.progress=false"])
@@ -48,6 +48,7 @@ def measure_variant(precision: str, steps: int, overrides: list[str]) -> dict:
         "seconds_per_step": round(step_s, 3),
         "mean_loss": round(result.mean_loss, 4),
         "threads": torch.get_num_threads(),
+        "exact_peak": rss.exact,
     }
 
 

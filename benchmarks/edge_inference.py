@@ -4,8 +4,8 @@ Batch 1, 2 threads. Per variant, in its own subprocess (so peak RSS is that vari
 (64 greedy tokens, EOS ignored), label-word accuracy on the held-out test, perplexity on other-domain text.
 The ONNX workers import no torch: they measure what a device would run.
 
-Adapter: `--adapter PATH`, else the newest `runs/*/global_adapter`, else one trained here on rotten-tomatoes
-through cotune.edge_client (cached in the cotune cache folder, reused by later runs).
+Adapter: `--adapter PATH` (a LoRA for smollm2-90m, e.g. a run's global_adapter), else one trained here on
+rotten-tomatoes through cotune.edge_client (cached in the cotune cache folder, reused by later runs).
 
     .venv/bin/python benchmarks/edge_inference.py [--adapter DIR] [--test-size 300] [--ppl-texts 50]
 writes benchmarks/results/edge_inference.json
@@ -76,12 +76,10 @@ def trained_adapter(cache_dir: str, steps: int) -> Path:
 
 
 def pick_adapter(arg: str | None, cache_dir: str, steps: int) -> tuple[Path, str]:
+    """`--adapter` (e.g. a run's global_adapter), else the cached benchmark adapter: same figures run after run."""
     if arg:
         return Path(arg), "given"
-    runs = sorted((ROOT / "runs").glob("*/global_adapter/adapter_config.json"), key=lambda p: p.stat().st_mtime)
-    if runs:
-        return runs[-1].parent, "newest run"
-    return trained_adapter(cache_dir, steps), f"trained here ({steps} steps)"
+    return trained_adapter(cache_dir, steps), f"trained on rotten-tomatoes ({steps} steps, default LoRA config)"
 
 
 # ---------------------------------------------------------------- workers (one subprocess each)

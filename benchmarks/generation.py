@@ -41,6 +41,8 @@ VARIANTS: dict[str, dict] = {
     "cotune_defaults": {},
     # What vLLM does when cotune sets nothing: one core reserved, its own binding, its default batch limit.
     "vllm_defaults": {"cpu_threads_bind": "auto", "cpu_reserved": 1, "max_num_batched_tokens": 2048},
+    "no_lora": {"enable_lora": False},
+    "max_lora_rank_16": {"max_lora_rank": 16},
     "float32": {"dtype": "float32"},
     "intel_openmp": {"cpu_preload_iomp": True},
     "max_num_seqs_64": {"max_num_seqs": 64},
@@ -55,7 +57,7 @@ VARIANTS: dict[str, dict] = {
 ENGINE_FIELDS = (
     "dtype", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "enable_prefix_caching",
     "enable_chunked_prefill", "enforce_eager", "kv_cache_space_gib", "cpu_threads_bind", "cpu_reserved",
-    "cpu_preload_iomp", "max_lora_rank", "seed",
+    "cpu_preload_iomp", "enable_lora", "max_lora_rank", "seed",
 )  # fmt: skip
 VLLM_ENV = ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU", "LD_PRELOAD")
 

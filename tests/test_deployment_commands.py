@@ -62,15 +62,15 @@ def test_superlink_command_with_tls_and_node_auth(tmp_path):
 
 
 def test_run_config_arguments_parse_as_flower_parses_them(tmp_path):
-    config, run_dir = tmp_path / "my configs" / "smoke.toml", tmp_path / "run dir"
+    config, run_dir = tmp_path / "my configs" / "smoke.toml", tmp_path / "it's a run \\ dir"
     command = commands.run_command(tmp_path, "conn", config, run_dir)
     overrides = [command[i + 1] for i, arg in enumerate(command) if arg == "--run-config"]
     assert parse_config_args(overrides) == {"cotune-config": str(config), "run-dir": str(run_dir)}
     empty = commands.run_command(tmp_path, "conn", None, None)
     assert parse_config_args([a for i, a in enumerate(empty) if empty[i - 1] == "--run-config"]) == {
         "cotune-config": "", "run-dir": ""}
-    with pytest.raises(ValueError, match="single quote"):
-        commands.run_command(tmp_path, "conn", tmp_path / "it's.toml", None)
+    with pytest.raises(ValueError, match="double quote"):
+        commands.run_command(tmp_path, "conn", tmp_path / 'a"b.toml', None)
 
 
 def _cli(argv: list[str]) -> int:

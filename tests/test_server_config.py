@@ -69,9 +69,10 @@ def test_command_and_environment_carry_the_tuning():
     joined = " ".join(command)
     assert command[:3] == ["/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
     for part in ("--model /m", "--port 1234", "--seed 7", "--dtype float32", "--max-num-seqs 64", "--enable-lora",
-                 "--max-lora-rank 16", "--no-enable-prefix-caching", "--enable-chunked-prefill", "--enforce-eager",
+                 "--max-lora-rank 8", "--no-enable-prefix-caching", "--enable-chunked-prefill", "--enforce-eager",
                  "--generation-config vllm"):  # fmt: skip
         assert part in joined
+    assert "--enable-lora" not in server_command(Path("/p"), Path("/m"), 1, ServerConfig(enable_lora=False))
     env = server_env(cfg, Path("/venv/bin/python"))
     assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == cpu_list(os.sched_getaffinity(0))

@@ -4,10 +4,10 @@ import argparse
 import logging
 import sys
 
-from cotune.cli import config_cmd, models_cmd, run_cmd
+from cotune.cli import config_cmd, deploy_cmd, edge_cmd, export_cmd, models_cmd, run_cmd
 from cotune.config import ConfigError
 
-SUBCOMMANDS = [run_cmd, config_cmd, models_cmd]
+SUBCOMMANDS = [run_cmd, export_cmd, edge_cmd, deploy_cmd, config_cmd, models_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from cotune.algorithms.fedcollm.config import FedCoLLMConfig
 from cotune.config.errors import require
 from cotune.config.fields import option
 from cotune.export.config import ExportConfig
+from cotune.federation.config import FederationConfig
 from cotune.server_vllm.config import ServerConfig
 
 Precision = Literal["nf4", "int8", "none"]
@@ -196,6 +197,9 @@ class CotuneConfig:
     train: TrainConfig = option(default_factory=TrainConfig, help="Local training of each silo.")
     quantization: QuantizationConfig = option(default_factory=QuantizationConfig, help="Every precision decision.")
     server: ServerConfig = option(default_factory=ServerConfig, help="The cloud side: generation engine, LLM updates.")
+    federation: FederationConfig = option(
+        default_factory=FederationConfig, help="Reply validation, robust aggregation, differential privacy, SecAgg+."
+    )
     fedcollm: FedCoLLMConfig = option(default_factory=FedCoLLMConfig, help="Mutual distillation LLM <-> SLM.")
     crosslm: CrossLMConfig = option(default_factory=CrossLMConfig, help="SLM-scored synthetic data.")
     export: ExportConfig = option(default_factory=ExportConfig, help="The edge model.")

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 from peft import LoraConfig as PeftLoraConfig
-from peft import PeftModel, PromptTuningConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+from peft import PeftModel, PromptTuningConfig, TaskType, get_peft_model
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import PreTrainedModel
 
@@ -23,12 +23,15 @@ def peft_config(cfg: LoraConfig):
 
 
 def attach_adapter(model: PreTrainedModel, cfg: LoraConfig, gradient_checkpointing: bool = False) -> PeftModel:
-    """Wrap `model` with a fresh trainable adapter; quantized bases get peft's k-bit preparation first."""
-    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    elif gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
+    """Wrap `model` with a fresh trainable adapter over its frozen base, at the dtypes the loader chose.
+
+    Not peft's prepare_model_for_kbit_training: it would upcast a quantized base's frozen bf16 embeddings (kept at
+    the compute dtype by `load_causal_lm` for memory) back to fp32; its other steps are freezing and checkpointing.
+    Checkpointing is non-reentrant: it needs no input that requires grad, and replays dropout's random state.
+    """
+    model.requires_grad_(False)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return get_peft_model(model, peft_config(cfg))
 
 

@@ -4,8 +4,10 @@ A plain loop rather than transformers.Trainer: a federated round is a handful of
 in memory between rounds, and the loss needs only the answer positions' logits.
 """
 
+import ctypes
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import torch
@@ -77,6 +79,21 @@ def steps_for(num_examples: int, steps: int, epochs: float, batch_size: int, gra
     return max(1, int(np.ceil(epochs * num_examples / (batch_size * grad_accum))))
 
 
+M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
+
+
+@cache
+def return_freed_tensors_to_os() -> bool:
+    """Fix glibc's mmap threshold at 128 KiB for this process, so that a freed tensor's memory goes back to the OS.
+
+    By default glibc raises the threshold to the size of each large block freed (up to 32 MiB); from then on
+    activations and their temporaries come from the heap, and what they free stays resident: 200-300 MB of extra
+    peak RSS per step on the 90M SLM, as much as its 4-bit base saves. Process-wide, once; False without glibc.
+    """
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    return bool(mallopt and mallopt(M_MMAP_THRESHOLD, 128 * 1024))
+
+
 def train_steps(
     model: torch.nn.Module,
     batches: Iterable[dict[str, torch.Tensor]],
@@ -95,6 +112,8 @@ def train_steps(
         raise ValueError("model has no trainable parameters; attach an adapter first")
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     device = next(iter(params)).device
+    if device.type == "cpu":
+        return_freed_tensors_to_os()
     model.train()
     iterator = iter(batches)
     losses, seen = [], 0

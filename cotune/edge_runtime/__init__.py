@@ -3,8 +3,8 @@
 Keep every import here free of torch and of cotune modules that pull it (a test checks this in a subprocess).
 """
 
-from cotune.edge_runtime.model import EdgeModel, Generation
+from cotune.edge_runtime.model import EdgeModel, Generation, TextStream
 from cotune.edge_runtime.sampling import GREEDY, Sampling
 from cotune.edge_runtime.speed import measure_tokens_per_s
 
-__all__ = ["GREEDY", "EdgeModel", "Generation", "Sampling", "measure_tokens_per_s"]
+__all__ = ["GREEDY", "EdgeModel", "Generation", "Sampling", "TextStream", "measure_tokens_per_s"]

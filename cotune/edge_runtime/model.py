@@ -31,6 +31,22 @@ class Generation:
         return len(self.token_ids) / self.seconds if self.seconds > 0 else 0.0
 
 
+class TextStream:
+    """Incremental detokenization: a piece is released once it decodes to whole characters (a character can
+    span several byte-level tokens)."""
+
+    def __init__(self, model: "EdgeModel") -> None:
+        self.model, self.ids, self.shown = model, [], ""
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        text = self.model.decode(self.ids)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for its next byte
+            return ""
+        piece, self.shown = text[len(self.shown) :], text
+        return piece
+
+
 class EdgeModel:
     def __init__(self, folder, backend: Backend = "auto", threads: int = 0) -> None:
         self.layout = read_layout(folder)
@@ -80,15 +96,11 @@ class EdgeModel:
     def stream_text(
         self, prompt: str | list[int], max_new_tokens: int = 64, sampling: Sampling = GREEDY
     ) -> Iterator[str]:
-        """Text pieces as they become printable (a piece can span tokens when one character does)."""
-        ids, shown = [], ""
+        """Text pieces as they become printable."""
+        text = TextStream(self)
         for token in self.stream_tokens(prompt, max_new_tokens, sampling):
-            ids.append(token)
-            text = self.decode(ids)
-            if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for its next byte
-                continue
-            yield text[len(shown) :]
-            shown = text
+            if piece := text.push(token):
+                yield piece
 
     def generate(
         self,

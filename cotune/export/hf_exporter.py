@@ -4,14 +4,9 @@ One graph serves prefill and decode: the decode step is captured from a real `ge
 (`multi_token_decode`), so its query length stays dynamic, and an empty (length-0) cache makes it a prefill.
 Batch is fixed at 1 and there is no attention_mask input (what the exporter produces): the device runtime
 decodes one sequence at a time. Cache tensors are `input.past_key_values.*` -> `output.past_key_values.*`.
-
-Runs as `python -m cotune.export.hf_exporter MERGED_DIR OUT_DIR` so that torch.onnx's progress output goes to
-the export log at the file-descriptor level.
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from cotune.edge_runtime.layout import EDGE_CONFIG
@@ -63,17 +58,3 @@ def export_decoder(merged: Path, out: Path) -> None:
     )
     tokenizer.save_pretrained(out)
 
-
-def export_with_transformers(merged: Path, out: Path, log: Path) -> None:
-    cmd = [sys.executable, "-m", "cotune.export.hf_exporter", str(merged), str(out)]
-    with log.open("a") as sink:
-        sink.write(f"$ {' '.join(cmd)}\n")
-        sink.flush()
-        done = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        tail = log.read_text()[-3000:]
-        raise RuntimeError(f"transformers ONNX export failed (exit {done.returncode}); end of {log}:\n{tail}")
-
-
-if __name__ == "__main__":
-    export_decoder(Path(sys.argv[1]), Path(sys.argv[2]))

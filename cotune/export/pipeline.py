@@ -16,6 +16,7 @@ from pathlib import Path
 from cotune.edge_runtime.layout import MANIFEST
 from cotune.export.folder import copy_runtime_files, file_sizes, model_bytes, move_into_place, staging_folder
 from cotune.export.inputs import ExportInputError, check_adapter, check_base, check_output, check_precision
+from cotune.export.logfile import output_to
 from cotune.export.prompts import PARITY_PROMPTS
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ def export_edge_model(
         built, work = stage / "model", stage / "work"
         built.mkdir()
         work.mkdir()
-        model, parity = _build(base_info, adapter_info, built, work, precision, parity_prompts, parity_tokens)
+        with output_to(built / EXPORT_LOG):  # exporters' progress bars and warnings
+            model, parity = _build(base_info, adapter_info, built, work, precision, parity_prompts, parity_tokens)
         manifest = {
             "format": "cotune-edge/1",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -98,21 +100,20 @@ def _build(base_info, adapter_info, built: Path, work: Path, precision: str, par
     from transformers import AutoTokenizer
 
     from cotune.export.genai_builder import export_with_builder
-    from cotune.export.hf_exporter import export_with_transformers
+    from cotune.export.hf_exporter import export_decoder
     from cotune.export.merge import merged_model, save_merged
     from cotune.export.parity import measure_parity
     from cotune.quantization.onnx_weights import quantize_int4_weights, quantize_int8_dynamic
 
     model = merged_model(base_info.path, adapter_info.path if adapter_info else None)
     merged = save_merged(model, base_info.path, work / "merged")
-    export_log = built / EXPORT_LOG
     if base_info.exporter == "builder":
-        export_with_builder(merged, built, precision, work, export_log)
+        export_with_builder(merged, built, precision, work)
     elif precision == "fp32":
-        export_with_transformers(merged, built, export_log)
+        export_decoder(merged, built)
     else:
         fp32 = work / "fp32"
-        export_with_transformers(merged, fp32, export_log)
+        export_decoder(merged, fp32)
         quantize = quantize_int8_dynamic if precision == "int8" else quantize_int4_weights
         quantize(fp32 / "model.onnx", built / "model.onnx")
         copy_runtime_files(fp32, built)
@@ -121,10 +122,11 @@ def _build(base_info, adapter_info, built: Path, work: Path, precision: str, par
 
 
 def _exporter_name(exporter: str, precision: str) -> str:
+    from cotune.quantization.onnx_weights import INT4_BLOCK_SIZE
+
+    int4 = f"int4 (MatMulNBits, block {INT4_BLOCK_SIZE})"
     if exporter == "builder":
-        how = "builder int4 (MatMulNBits, block 32)" if precision == "int4" else "builder fp32"
-        if precision == "int8":
-            how += " + onnxruntime quantize_dynamic int8"
+        how = {"fp32": "fp32", "int8": "fp32 + onnxruntime quantize_dynamic int8", "int4": int4}[precision]
         return f"onnxruntime-genai {version('onnxruntime-genai')} model builder: {how}"
-    how = {"fp32": "", "int8": " + quantize_dynamic int8", "int4": " + MatMulNBitsQuantizer int4"}[precision]
+    how = {"fp32": "", "int8": " + quantize_dynamic int8", "int4": f" + MatMulNBitsQuantizer {int4}"}[precision]
     return f"transformers {version('transformers')} OnnxExporter (torch.onnx dynamo){how}"

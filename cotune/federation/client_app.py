@@ -1,7 +1,8 @@
 """The silo side as a Flower ClientApp: the same object runs in simulation and under a SuperNode.
 
 Which partition a node holds comes from its node config (`partition-id`, set by the simulation engine or by
-`flower-supernode --node-config "partition-id=N"`); everything else comes with the server's message.
+`flower-supernode --node-config "partition-id=N"`); everything else comes with the server's message, including
+whether DP clipping or SecAgg+ applies (the train mods act only on messages that ask for them).
 """
 
 import time
@@ -14,6 +15,7 @@ from cotune.config import CotuneConfig, dump_toml
 from cotune.data import build_splits
 from cotune.edge_client.adapted_lm import AdaptedLM
 from cotune.edge_client.silo import Silo
+from cotune.federation.privacy import dp_clipping_mod, is_secagg_message, secaggplus_when_asked
 from cotune.federation.records import (
     config_from_record,
     from_record,
@@ -40,7 +42,7 @@ def _silo(cfg: CotuneConfig, context: Context) -> Silo:
     return _LOADED[partition_id]
 
 
-@app.train()
+@app.train(mods=[secaggplus_when_asked, dp_clipping_mod])
 def train(msg: Message, context: Context) -> Message:
     cfg = config_from_record(msg.content["config"])
     silo = _silo(cfg, context)
@@ -51,7 +53,8 @@ def train(msg: Message, context: Context) -> Message:
     result = silo.train_round(from_record(msg.content["arrays"]), server_round, synthetic)
     local_state = silo.slm.state()
     context.state[LOCAL_ADAPTER] = to_record(local_state, "fp32")  # kept on the node for CrossLM scoring
-    reply = to_record(local_state, cfg.quantization.wire)
+    # Under SecAgg+ the reply never leaves the node in the clear (the mod masks it): keep full precision.
+    reply = to_record(local_state, "fp32" if is_secagg_message(msg) else cfg.quantization.wire)
     metrics = MetricRecord(
         {
             "num-examples": len(silo.train_data),

@@ -30,12 +30,13 @@ class FederationConfig:
         "updates; 0 turns the check off. The aggregate row of metrics.jsonl logs each round's median norm.",
     )
     max_message_bytes: int = option(
-        0, help="Reject a reply whose arrays take more bytes than this; 0: twice the global adapter's fp32 size."
+        0, help="Reject a reply whose arrays take more bytes than this; 0: twice the largest correct reply (fp32)."
     )
     dp_noise_multiplier: float = option(
         0.0,
         help="Central differential privacy when > 0: silos clip their update to dp_clipping_norm (Flower's "
-        "fixedclipping_mod) and the server adds Gaussian noise of this multiple of the clipping norm to the sum.",
+        "fixedclipping_mod) and the server adds Gaussian noise of this multiple of the clipping norm to the sum. "
+        "Needs quantization.wire fp32 or fp16.",
     )
     dp_clipping_norm: float = option(
         1.0, help="L2 bound of each silo's update under DP; set it near the round's median update norm."
@@ -43,14 +44,14 @@ class FederationConfig:
     dp_delta: float = option(1e-5, help="Delta of the reported (epsilon, delta); keep it well below 1 / num_clients.")
     secagg: bool = option(
         False,
-        help="Aggregate adapters with SecAgg+ (Flower's secaggplus_mod): the server learns only the weighted sum, "
-        "never one silo's adapter; per-update checks and robust aggregation then cannot run.",
+        help="Aggregate with SecAgg+ (Flower's secaggplus_mod): the server learns only the mean update, never one "
+        "silo's; silos weigh equally (their example counts cannot be checked), per-update checks and robust "
+        "aggregation cannot run.",
     )
     secagg_clipping_range: float = option(
-        8.0, help="SecAgg+ clips every adapter value to +-this before quantizing it for masking."
-    )
-    secagg_max_weight: float = option(
-        1000.0, help="Largest example count a silo weighs with under SecAgg+ (more overflows the quantized sum)."
+        1.0,
+        help="SecAgg+ masks each silo's update (reply - global) after clipping every value to +-this and quantizing "
+        "it to 2^22 levels: resolution 2 x range / 2^22. Update values beyond it are clipped without notice.",
     )
 
     @property
@@ -67,12 +68,14 @@ class FederationConfig:
         require(self.dp_clipping_norm > 0, "dp_clipping_norm", "a norm > 0", self.dp_clipping_norm)
         require(0 < self.dp_delta < 1, "dp_delta", "a probability in (0, 1)", self.dp_delta)
         require(self.secagg_clipping_range > 0, "secagg_clipping_range", "a number > 0", self.secagg_clipping_range)
-        require(self.secagg_max_weight > 0, "secagg_max_weight", "a number > 0", self.secagg_max_weight)
         if self.dp:
             # The noise is calibrated to the mean of clipped updates; a median or trimmed mean has another sensitivity.
-            require(self.aggregation == "fedavg", "aggregation", "fedavg when dp_noise_multiplier > 0", self.aggregation)
+            fedavg_only = "fedavg when dp_noise_multiplier > 0"
+            require(self.aggregation == "fedavg", "aggregation", fedavg_only, self.aggregation)
             require(not self.secagg, "secagg", "false when dp_noise_multiplier > 0 (not wired together)", self.secagg)
         if self.secagg:
             # SecAgg+ hands the server one masked sum: nothing per silo to rank, trim or clip.
             require(self.aggregation == "fedavg", "aggregation", "fedavg when secagg = true", self.aggregation)
-            require(self.clip_norm == 0, "clip_norm", "0 when secagg = true (the server sees no single update)", self.clip_norm)
+            no_clip = "0 when secagg = true (the server sees no single update)"
+            require(self.clip_norm == 0, "clip_norm", no_clip, self.clip_norm)
+

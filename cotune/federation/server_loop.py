@@ -15,7 +15,7 @@ from cotune.edge_client.adapted_lm import AdaptedLM
 from cotune.edge_client.evaluate import perplexity
 from cotune.federation.cloud import CloudSide
 from cotune.federation.records import config_record, from_record, samples_record, to_record
-from cotune.federation.strategies.adapter_fedavg import AdapterFedAvg
+from cotune.federation.strategies.factory import build_strategy
 from cotune.run.checkpoint import Checkpoints, load_adapter_tensors
 from cotune.run.metrics import MetricsLog
 from cotune.server_vllm.engine import GenerationEngine
@@ -72,11 +72,14 @@ def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path, engine: GenerationE
 
     n = cfg.clients.num_clients
     sampled = max(1, int(n * cfg.clients.fraction_train))
-    strategy = AdapterFedAvg(
-        wire=cfg.quantization.wire,
+    strategy = build_strategy(
+        cfg.federation,
+        cfg.quantization.wire,
+        num_sampled=sampled,
+        server_step=cloud.step if cloud.llm is not None else None,
+        dp_history=[r["noise_multiplier"] for r in metrics.rows() if r["kind"] == "dp"],
         round_offset=start_round,
         log_row=metrics.write,
-        server_step=cloud.step if cloud.llm is not None else None,
         train_extras=lambda: samples_record(cloud.synthetic["text"], cloud.synthetic["label"]),
         fraction_train=cfg.clients.fraction_train,
         fraction_evaluate=cfg.clients.fraction_train,
@@ -96,7 +99,8 @@ def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path, engine: GenerationE
             evaluate_config=config_record(cfg),
             evaluate_fn=central_evaluate,
         )
-        state = from_record(result.arrays)
+        if len(result.arrays):  # empty when no round accepted an update: the global adapter is the one we had
+            state = from_record(result.arrays)
     if cloud.llm is not None:
         log_llm(cloud, metrics, cfg.rounds.num_rounds, "after")
         cloud.llm.model.save_pretrained(run_dir / "llm_adapter")

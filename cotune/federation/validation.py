@@ -1,7 +1,7 @@
 """What a silo's training reply must look like before any of it touches the global adapter.
 
 A reply is checked in the order that keeps a hostile one cheapest to refuse: record layout, byte size (before
-decoding anything), array names, dtypes and shapes exactly as the configured wire format produces them, then the
+decoding anything), array names, dtypes and shapes exactly as one of the wire formats produces them, then the
 decoded values (finite), its example count, and finally its update norm against the round's other updates.
 Every check returns a reason string, so a rejection is logged with what was wrong.
 """
@@ -12,24 +12,36 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
-from cotune.quantization.wire import Q8_SUFFIX, SCALE_SUFFIX, WireFormat, decode, encode
+from cotune.quantization.wire import Q8_SUFFIX, SCALE_SUFFIX, decode, encode
 
 State = dict[str, np.ndarray]
 ARRAYS, METRICS = "arrays", "metrics"
+PLAIN_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))  # fp32 and fp16 wire formats
+NPY_HEADER = 128  # each array travels as .npy: a header of 128 bytes (numpy pads it to 64) before the payload
 
 
 @dataclass(frozen=True)
 class WireSchema:
-    """Names, dtypes and shapes of the arrays a correct reply carries, plus its byte limit."""
+    """What a correct reply may carry for each adapter tensor — plain float32/float16 under its own name, or int8
+    codes plus fp32 scales (the three wire formats; silos may use any) — and the byte limit of a reply."""
 
-    arrays: dict[str, tuple[np.dtype, tuple[int, ...]]]
+    reference: dict[str, tuple[int, ...]]  # adapter key -> shape
+    quantized: dict[str, tuple[np.dtype, tuple[int, ...]]]  # int8 keys (codes, scales) -> dtype, shape
     max_bytes: int
 
     @classmethod
-    def of(cls, reference: State, wire: WireFormat, max_bytes: int = 0) -> "WireSchema":
-        """Encoding the reference itself yields exactly what the wire format sends; `max_bytes` 0: 2x fp32 size."""
-        arrays = {k: (a.dtype, a.shape) for k, a in encode(reference, wire).items()}
-        return cls(arrays, max_bytes or 2 * sum(v.size * 4 for v in reference.values()))
+    def of(cls, reference: State, max_bytes: int = 0) -> "WireSchema":
+        """Encoding the reference itself yields the int8 layout exactly; `max_bytes` 0: twice the largest correct
+        reply (fp32, plus a header per array)."""
+        quantized = {k: (a.dtype, a.shape) for k, a in encode(reference, "int8").items()}
+        limit = max_bytes or 2 * sum(v.size * 4 + 2 * NPY_HEADER for v in reference.values())
+        return cls({k: v.shape for k, v in reference.items()}, quantized, limit)
+
+    def expected(self, key: str) -> tuple[tuple[np.dtype, ...], tuple[int, ...]]:
+        if key in self.reference:
+            return PLAIN_DTYPES, self.reference[key]
+        dtype, shape = self.quantized[key]
+        return (dtype,), shape
 
 
 def check_update(update: State, reference: State) -> str | None:
@@ -49,13 +61,18 @@ def _layout_problem(record: ArrayRecord, schema: WireSchema) -> str | None:
     size = sum(len(array.data) for array in record.values())
     if size > schema.max_bytes:
         return f"arrays take {size:,} bytes, more than the limit of {schema.max_bytes:,}"
-    got, want = set(record.keys()), set(schema.arrays)
+    got = set(record.keys())
     for key in sorted(got):
         if key.endswith(Q8_SUFFIX) and key[: -len(Q8_SUFFIX)] + SCALE_SUFFIX not in got:
             return f"int8 tensor {key[: -len(Q8_SUFFIX)]} arrived without its scales"
-    if got != want:
-        missing, extra = sorted(want - got), sorted(got - want)
-        return f"array keys differ from the wire schema: missing {missing[:3]}, unexpected {extra[:3]}"
+    unexpected = sorted(got - set(schema.reference) - set(schema.quantized))
+    missing = [k for k in schema.reference if k not in got and k + Q8_SUFFIX not in got]
+    twice = [k for k in schema.reference if k in got and k + Q8_SUFFIX in got]
+    if unexpected or missing or twice:
+        return (
+            f"array keys differ from the adapter: missing {missing[:3]}, unexpected {unexpected[:3]}, "
+            f"twice {twice[:3]}"
+        )
     return None
 
 
@@ -72,9 +89,9 @@ def decode_reply(content: RecordDict, schema: WireSchema) -> tuple[State | None,
             value = array.numpy()
         except (TypeError, ValueError, OSError) as err:
             return None, f"{key}: undecodable array ({err})"
-        dtype, shape = schema.arrays[key]
-        if value.dtype != dtype:
-            return None, f"{key}: dtype {value.dtype}, the wire format sends {dtype}"
+        dtypes, shape = schema.expected(key)
+        if value.dtype not in dtypes:
+            return None, f"{key}: dtype {value.dtype}, the wire formats send {' or '.join(map(str, dtypes))}"
         if value.shape != shape:
             return None, f"{key}: shape {value.shape}, expected {shape}"
         raw[key] = value
@@ -91,6 +108,16 @@ def examples_problem(content: RecordDict) -> str | None:
     value = metrics.get("num-examples")
     if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
         return f"num-examples must be a finite number > 0, got {value!r}"
+    return None
+
+
+def evaluation_problem(content: RecordDict) -> str | None:
+    """An evaluation reply feeds the logged validation accuracy: a fraction, over a positive example count."""
+    if problem := examples_problem(content):
+        return problem
+    accuracy = content.metric_records[METRICS].get("val-accuracy")
+    if not isinstance(accuracy, (int, float)) or not 0 <= accuracy <= 1:
+        return f"val-accuracy must be a fraction in [0, 1], got {accuracy!r}"
     return None
 
 

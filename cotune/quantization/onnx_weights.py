@@ -20,6 +20,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 ONNX_DATA_SUFFIX = ".data"
+INT4_BLOCK_SIZE = 32
+INT4_ACCURACY_LEVEL = 4  # int8 activations inside MatMulNBits on CPU
 
 
 def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
@@ -122,7 +124,9 @@ def quantize_int8_dynamic(src: Path, dst: Path) -> None:
     )
 
 
-def quantize_int4_weights(src: Path, dst: Path, block_size: int = 32, accuracy_level: int = 4) -> None:
+def quantize_int4_weights(
+    src: Path, dst: Path, block_size: int = INT4_BLOCK_SIZE, accuracy_level: int = INT4_ACCURACY_LEVEL
+) -> None:
     """int4 weight-only (MatMulNBits / GatherBlockQuantized) copy of `src` at `dst`."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 

@@ -44,7 +44,16 @@ class ServerConfig:
     max_model_len: int = option(
         2048, help="Context limit (prompt + new tokens) of both engines; a longer request fails with an error."
     )
-    max_lora_rank: int = option(16, help="Largest adapter rank the vLLM engine accepts (--max-lora-rank).")
+    enable_lora: bool = option(
+        True,
+        help="vLLM: serve adapters (--enable-lora). Off serves the base model only; on CPU, vLLM's LoRA path slows "
+        "every decode step, adapter or not.",
+    )
+    max_lora_rank: int = option(
+        8,
+        help="Largest adapter rank the vLLM engine accepts (--max-lora-rank); keep it at lora.r: on CPU the LoRA "
+        "cost of every decode step grows with it.",
+    )
     dtype: Dtype = option("bfloat16", help="vLLM weights and activations dtype (--dtype).")
     max_num_seqs: int = option(256, help="vLLM: most sequences decoded together in one step (--max-num-seqs).")
     max_num_batched_tokens: int = option(
@@ -77,8 +86,6 @@ class ServerConfig:
     )
     hf_batch_size: int = option(32, help="HF fallback: sequences generated together.")
     hf_dtype: Dtype = option("float32", help="HF fallback: model dtype (float32 was fastest on AVX-512 CPUs).")
-    llm_lr: float = option(2e-4, help="Learning rate of the LLM's QLoRA updates.")
-    llm_steps: int = option(20, help="Optimizer steps of each LLM update.")
 
     def validate(self) -> None:
         require(
@@ -113,5 +120,3 @@ class ServerConfig:
         )
         require(self.cpu_reserved >= 0, "cpu_reserved", "an integer >= 0", self.cpu_reserved)
         require(self.hf_batch_size >= 1, "hf_batch_size", "an integer >= 1", self.hf_batch_size)
-        require(self.llm_lr > 0, "llm_lr", "a number > 0", self.llm_lr)
-        require(self.llm_steps >= 0, "llm_steps", "an integer >= 0", self.llm_steps)

@@ -69,6 +69,8 @@ class VllmEngine(GenerationEngine):
         return [texts[i * sampling.n : (i + 1) * sampling.n] for i in range(len(prompts))]
 
     def load_adapter(self, name: str, path: str | Path) -> None:
+        if not self.cfg.enable_lora and not self.cfg.vllm_url:
+            raise AdapterError(f"cannot load adapter {name!r}: the vLLM server runs without LoRA (server.enable_lora)")
         folder = Path(path).expanduser().absolute()
         check_adapter(folder, self.model_dir, max_rank=self.cfg.max_lora_rank, lora_only=True)
         if name == self.served_model:

@@ -88,8 +88,6 @@ def server_command(python: Path, model_dir: Path, port: int, cfg: ServerConfig) 
         "--seed", str(cfg.seed),
         "--dtype", cfg.dtype,
         "--max-model-len", str(cfg.max_model_len),
-        "--enable-lora",
-        "--max-lora-rank", str(cfg.max_lora_rank),
         "--max-num-seqs", str(cfg.max_num_seqs),
         "--max-num-batched-tokens", str(cfg.max_num_batched_tokens),
         flag("enable-prefix-caching", cfg.enable_prefix_caching),
@@ -97,6 +95,8 @@ def server_command(python: Path, model_dir: Path, port: int, cfg: ServerConfig) 
         # Sampling defaults must come from the request, not the model's generation_config.json (as in HF).
         "--generation-config", "vllm",
     ]  # fmt: skip
+    if cfg.enable_lora:
+        command += ["--enable-lora", "--max-lora-rank", str(cfg.max_lora_rank)]
     if cfg.enforce_eager:
         command.append("--enforce-eager")
     return command

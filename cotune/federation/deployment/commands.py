@@ -7,6 +7,7 @@ SuperNode authentication (`--enable-supernode-auth`) requires TLS, and only keys
 (`--port`), so SuperNodes sharing a host need distinct ports.
 """
 
+import json
 import shlex
 import sys
 from dataclasses import dataclass
@@ -97,15 +98,15 @@ def run_command(app_dir: Path, connection: str, cotune_config: Path | None, run_
                 stream: bool = True) -> list[str]:
     """`flwr run`: build the app folder into a FAB and start it on the SuperLink.
 
-    Both run-config paths are read by the ServerApp, i.e. on the SuperLink's host. Values go as TOML literal
-    strings, one `--run-config` each (a single argument ending in `.toml` would be read as a file of overrides).
+    Both run-config paths are read by the ServerApp, i.e. on the SuperLink's host. Values go as TOML strings,
+    one `--run-config` each (a single argument ending in `.toml` would be read as a file of overrides).
     """
     command = [executable("flwr"), "run", str(app_dir), connection]
     for key, value in (("cotune-config", cotune_config), ("run-dir", run_dir)):
         text = str(value or "")
-        if "'" in text:
-            raise ValueError(f"{key}: a path with a single quote cannot go through --run-config: {text}")
-        command += ["--run-config", f"{key}='{text}'"]
+        if '"' in text:  # Flower splits key="value" pairs with a regex that stops at the first quote
+            raise ValueError(f"{key}: a path with a double quote cannot go through --run-config: {text}")
+        command += ["--run-config", f"{key}={json.dumps(text)}"]  # a JSON string is a TOML basic string
     return command + (["--stream"] if stream else [])
 
 

@@ -77,9 +77,11 @@ class LocalDeployment:
         for node in self.supernodes.values():
             node.wait_for_output(SUPERNODE_READY, self.start_timeout)
 
-    def submit(self, cotune_config: Path | None, run_dir: Path) -> ManagedProcess:
-        """`flwr run --stream`: the returned process exits when the run finishes; its log is the ServerApp's."""
-        return self._start("run", commands.run_command(commands.default_app_dir(), CONNECTION, cotune_config, run_dir))
+    def submit(self, cotune_config: Path | None, run_dir: Path, app_dir: Path | None = None) -> ManagedProcess:
+        """`flwr run --stream` of `app_dir` (default: this cotune source folder). The returned process exits when
+        the run ends, whether it completed or failed (see `runs`); its log is the ServerApp's."""
+        command = commands.run_command(app_dir or commands.default_app_dir(), CONNECTION, cotune_config, run_dir)
+        return self._start("run", command)
 
     def runs(self) -> list[dict]:
         """`flwr ls` rows (`run-id`, `status`, ...)."""

@@ -1,0 +1,45 @@
+"""`cotune export`: merge a LoRA adapter into the SLM and write an ONNX edge model (fp32 / int8 / int4)."""
+
+import argparse
+import json
+import sys
+
+from cotune.cli.common import add_config_args, config_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("export", help="merge an adapter into the SLM and export it to ONNX for devices")
+    add_config_args(parser)
+    parser.add_argument("--base", help="base SLM: registry name or HF folder (default: config models.slm)")
+    adapter = parser.add_mutually_exclusive_group(required=True)
+    adapter.add_argument("--adapter", help="PEFT LoRA folder, e.g. runs/<run>/global_adapter")
+    adapter.add_argument("--no-adapter", action="store_true", help="export the base model alone")
+    parser.add_argument("--out", required=True, help="output folder (replaced if it holds a previous export)")
+    parser.add_argument("--precision", choices=["fp32", "int8", "int4"], help="default: config export.precision")
+    parser.add_argument("--parity-prompts", type=int, help="default: config export.parity_prompts")
+    parser.add_argument("--parity-tokens", type=int, help="default: config export.parity_tokens")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cotune.export import ExportInputError, export_edge_model
+
+    cfg = config_from_args(args)
+    try:
+        result = export_edge_model(
+            base=args.base or cfg.models.slm,
+            adapter=None if args.no_adapter else args.adapter,
+            out=Path(args.out),
+            precision=args.precision or cfg.export.precision,
+            parity_prompts=cfg.export.parity_prompts if args.parity_prompts is None else args.parity_prompts,
+            parity_tokens=cfg.export.parity_tokens if args.parity_tokens is None else args.parity_tokens,
+            cache_dir=cfg.models.cache_dir,
+        )
+    except ExportInputError as err:
+        print(f"cotune: error: {err}", file=sys.stderr)
+        return 2
+    print(f"edge model: {result.path} ({result.precision}, {result.size_bytes / 2**20:.1f} MB)")
+    print(f"parity vs PyTorch: {json.dumps(result.parity)}")
+    return 0
