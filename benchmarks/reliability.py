@@ -1,22 +1,29 @@
-"""Reliability of the federation, side by side in one run, on the tiny model in Flower's simulation engine:
+"""Reliability of the federation, on the tiny model, in Flower's simulation engine and its deployment engine:
 
 - malformed replies: the test matrix of hostile training replies (tests/test_validation_matrix.py, the same cases
   the tests assert on) plus a norm outlier and malformed CrossLM score vectors, through the real checks;
-- faults in a real simulation: of 4 silos (min_clients 2) one raises mid-round and one sends a malformed update
-  every round; rounds lost are rounds whose global adapter did not advance;
-- kill + resume: `cotune run` 3 rounds straight, and again killed after round 1 then `cotune run --resume`;
-  checkpoints compared byte for byte;
+- deployment: SuperLink, 3 SuperNodes and `flwr run` as real processes on 127.0.0.1, once with TLS (a fresh test
+  CA) and SuperNode authentication, once without either; every process of the deployment is counted, a SuperNode
+  with an unregistered key and one without a key must be refused, and in the TLS run silo 2 is SIGKILLed as its
+  round-3 training starts; rounds lost are rounds whose global adapter did not advance;
+- faults in a simulation: of 4 silos (min_clients 2) one raises mid-round and one sends a malformed update every
+  round;
+- kill + resume: `cotune run` 2 rounds straight (algorithm cotune: FedCoLLM and CrossLM, so the LLM adapter and
+  the synthetic set are part of the state), and again killed after round 1 then `cotune run --resume`; each
+  round's SLM adapter, LLM adapter and synthetic set compared by SHA-256;
 - privacy: plain, with DP, with SecAgg+ (3 silos, 2 rounds each); every reply any silo sends is captured
-  serialized and searched for private text and its token ids; ratios of the warm (second) round's training
-  exchange to the plain one's (the first round also starts Ray's actor and loads the model);
-- scale: 3, 10, 30 silos, 1 step each: the first round's seconds (the figure asked for, cold) and the second's
-  (warm), and the server process's peak RSS.
+  serialized and searched for private text and its token ids; overhead ratios of the warm (second) round's
+  training exchange to the plain one's (the first round also starts Ray's actor and loads the model); TLS: the
+  mean round of the TLS deployment over the mean round of the plain one (rounds 1-2, before the kill);
+- scale: 3, 10, 30 silos, 1 step each: the first round's seconds (cold) and the second's (warm), and the server
+  process's peak RSS.
 
 Each simulation runs in its own process (its own Ray, its own peak RSS). Writes benchmarks/results/reliability.json.
     .venv/bin/python benchmarks/reliability.py [--clients 3 10 30]
 """
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -24,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -138,6 +146,7 @@ def run_simulation_child(spec: dict) -> dict:
         run_rounds(captured[0], cfg, run_dir)
 
     cpus = os.cpu_count() or 1
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as cotune.federation.simulation.simulate: silos at nice 0
     rss = PeakRSS().start()
     start = time.perf_counter()
     run_simulation(
@@ -246,37 +255,161 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def kill_and_resume(root: Path) -> dict:
-    """As tests/test_federation_sim.py::test_killed_run_resumes_to_the_identical_state, on the FAST settings."""
-    from cotune.run.checkpoint import load_adapter_tensors
+# FedCoLLM and CrossLM on the HF engine, cut to a few steps and samples: the state's parts, not its quality.
+RESUME = [
+    *[o for o in FAST if not o.startswith("run.algorithm")],
+    "run.algorithm='cotune'",
+    "server.backend='hf'",
+    "fedcollm.steps=1",
+    "crosslm.samples_per_label=4",
+    "crosslm.max_new_tokens=8",
+    "crosslm.llm_steps=1",
+]
+STATE_FILES = ("slm_adapter/adapter_model.safetensors", "llm_adapter/adapter_model.safetensors", "synthetic.jsonl")
 
-    common = ["-c", SMOKE, *[a for o in FAST for a in ("--set", o)], "--set", "rounds.num_rounds=3"]
+
+def _digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def kill_and_resume(root: Path, rounds: int = 2) -> dict:
+    """As tests/test_federation_sim.py::test_killed_run_resumes_to_the_identical_state, on RESUME settings."""
+    common = ["-c", SMOKE, *[a for o in RESUME for a in ("--set", o)], "--set", f"rounds.num_rounds={rounds}"]
     start = time.perf_counter()
     straight = _cotune_run([*common, "--set", f"run.output_root='{root / 'a'}'"])
     if straight.wait(timeout=900) != 0:
-        return {"resume_state_identical": False, "error": "the uninterrupted run failed"}
+        return {"resume_state_identical": False, "resume_error": "the uninterrupted run failed"}
     interrupted = _cotune_run([*common, "--set", f"run.output_root='{root / 'b'}'"])
     deadline = time.time() + 900
     while not list((root / "b").glob("*/checkpoints/round_001/round.json")):
         if interrupted.poll() is not None or time.time() > deadline:
-            return {"resume_state_identical": False, "error": "the run to kill ended before round 1 completed"}
-        time.sleep(0.5)
+            return {"resume_state_identical": False, "resume_error": "the run to kill ended before round 1"}
+        time.sleep(0.2)
     _kill_tree(interrupted)
     (run_b,) = (root / "b").iterdir()
+    resumed_from = max(json.loads(p.read_text())["round"] for p in run_b.glob("checkpoints/round_*/round.json"))
     killed_before_end = not (run_b / "global_adapter").exists()
     resumed = subprocess.run(
         [sys.executable, "-m", "cotune", "run", "--resume", str(run_b)], capture_output=True, timeout=900, cwd=ROOT
     )
     (run_a,) = (root / "a").iterdir()
-    identical = resumed.returncode == 0 and killed_before_end
-    for rnd in (1, 2, 3):
-        folder = f"checkpoints/round_{rnd:03d}"
-        if not (run_b / folder).is_dir():
-            identical = False
-            continue
-        a, b = load_adapter_tensors(run_a / folder, "slm_adapter"), load_adapter_tensors(run_b / folder, "slm_adapter")
-        identical &= a.keys() == b.keys() and all(a[k].tobytes() == b[k].tobytes() for k in a)
-    return {"resume_state_identical": bool(identical), "kill_resume_seconds": round(time.perf_counter() - start, 1)}
+    compared = [f"round_{r:03d}/{name}" for r in range(1, rounds + 1) for name in STATE_FILES]
+    digests = {c: (_digest(run_a / "checkpoints" / c), _digest(run_b / "checkpoints" / c)) for c in compared}
+    differing = [c for c, (a, b) in digests.items() if a is None or a != b]
+    return {
+        "resume_state_identical": resumed.returncode == 0 and killed_before_end and not differing,
+        "resume_detail": {
+            "killed_after_round": resumed_from,
+            "resumed_returncode": resumed.returncode,
+            "compared": compared,
+            "differing": differing,
+            "seconds": round(time.perf_counter() - start, 1),
+        },
+    }
+
+
+# ---------------------------------------------------------------- deployment engine (real processes)
+
+
+def _process_kind(proc: psutil.Process) -> str | None:
+    """Which Flower program a deployment process runs (`flower-superlink`, `flwr-clientapp`, ...); None for helpers
+    such as `file` (Python's platform module runs it)."""
+    for arg in proc.cmdline()[:3]:
+        name = Path(arg).name
+        if name.startswith(("flower-", "flwr")):
+            return name
+    return None
+
+
+class Census(threading.Thread):
+    """Every Flower process of a deployment, sampled each `interval` s (a ClientApp process lives for one message).
+    A process is counted as what it was last seen running: a child forked by a SuperExec shows its parent's command
+    until it execs its own."""
+
+    def __init__(self, marker: str, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.marker, self.interval, self.kinds = marker, interval, {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        from cotune.federation.deployment.processes import marked_processes
+
+        while not self.done.wait(self.interval):
+            for proc in marked_processes(self.marker):
+                try:
+                    self.kinds[proc.pid] = _process_kind(proc)
+                except psutil.Error:
+                    continue
+
+    def stop(self) -> dict[str, int]:
+        self.done.set()
+        self.join()
+        kinds = [kind for kind in self.kinds.values() if kind is not None]
+        return {kind: kinds.count(kind) for kind in sorted(set(kinds))}
+
+
+def _refused(deployment) -> bool:
+    """A SuperNode with a key the operator never registered, and one with no key, both exit refused."""
+    intruder = deployment.start_supernode(90, deployment.node_key("intruder"), wait=False)
+    keyless = deployment.start_supernode(91, None, wait=False)
+    for node in (intruder, keyless):
+        node.popen.wait(timeout=180)
+    return (
+        intruder.popen.returncode != 0
+        and keyless.popen.returncode != 0
+        and "Failed to activate SuperNode" in intruder.output()
+        and "All SuperNodes must be registered via the CLI" in keyless.output()
+    )
+
+
+def deploy(root: Path, secure: bool, rounds: int, kill_round: int | None = None) -> dict:
+    """One deployment of 3 silos on 127.0.0.1; `kill_round`: SIGKILL silo 2 as that round's training starts."""
+    from cotune.config import dump_toml, load_config
+    from cotune.federation.deployment.local import LocalDeployment
+    from cotune.run.metrics import MetricsLog
+
+    cfg = load_config(SMOKE, [*FAST, f"rounds.num_rounds={rounds}", "clients.min_clients=2",
+                              "clients.round_timeout_s=400.0"])
+    root.mkdir(parents=True, exist_ok=True)
+    config, run_dir = root / "deploy.toml", root / "run"
+    config.write_text(dump_toml(cfg))
+    out: dict = {"tls": secure, "node_auth": secure, "silos": 3, "rounds": rounds}
+    start = time.perf_counter()
+    with LocalDeployment(root / "deploy", tls=secure, node_auth=secure) as deployment:
+        deployment.start_superlink()
+        deployment.start_silos(3)
+        if secure:
+            out["unauthenticated_node_refused"] = _refused(deployment)
+        census = Census(deployment.marker)
+        census.start()
+        run = deployment.submit(config, run_dir)
+        killed_at = None
+        if kill_round is not None:
+            # Each round starts one ClientApp per message on a silo: training, then evaluation.
+            pattern = rf"(?s)(?:Start `flwr-clientapp` process.*){{{2 * kill_round - 1}}}"
+            deployment.supernodes[2].wait_for_output(pattern, 900)
+            deployment.supernodes[2].kill()
+            killed_at = time.time()
+        run.popen.wait(timeout=1200)
+        kinds = census.stop()
+        (row,) = deployment.runs()
+    rows = MetricsLog(run_dir / "metrics.jsonl").rows()
+    times = {r["round"]: r["time"] for r in rows if r["kind"] == "global"}
+    accepted = {r["round"]: r["accepted"] for r in rows if r["kind"] == "aggregate"}
+    out.update(
+        status=row["status"],
+        wall_s=round(time.perf_counter() - start, 1),
+        round_s=[round(times[r] - times[r - 1], 2) if r in times and r - 1 in times else None
+                 for r in range(1, rounds + 1)],
+        accepted=[accepted.get(r, 0) for r in range(1, rounds + 1)],
+        processes=sum(kinds.values()),
+        process_kinds=kinds,
+    )
+    out["rounds_lost"] = sum(1 for a in out["accepted"] if not a)
+    if killed_at is not None:
+        out["killed_silo_in_round"] = kill_round
+        out["round_completed_s_after_kill"] = round(times[rounds] - killed_at, 1) if rounds in times else None
+    return out
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -313,27 +446,37 @@ def main() -> None:
     print("faults", faults, flush=True)
     resume = kill_and_resume(work / "resume")
     print("resume", resume, flush=True)
+    secure = deploy(work / "deploy_tls", secure=True, rounds=3, kill_round=3)
+    print("deployment, TLS + node auth", secure, flush=True)
+    insecure = deploy(work / "deploy_plain", secure=False, rounds=2)
+    print("deployment, plain", insecure, flush=True)
 
     plain = privacy["plain"]
+    clean = slice(0, 2)  # rounds 1-2: before the kill
     result = {
-        "deployment_processes": None,  # measured by the deployment helper's tests, not exposed here
+        "deployment_processes": secure["processes"],
+        "deployment_process_kinds": secure["process_kinds"],
+        "deployment_completed": secure["status"] == insecure["status"] == "finished:completed",
         "malformed_total": len(malformed),
         "malformed_rejected": sum(malformed.values()),
         "malformed_kinds": malformed,
         "malformed_rejected_in_simulation": faults["rejected_malformed"],
-        "rounds_lost_on_client_kill": faults["rounds_lost"],
-        "client_kill_run": faults,
+        "rounds_lost_on_client_kill": secure["rounds_lost"],
+        "client_kill_round_completed_s_after_kill": secure["round_completed_s_after_kill"],
+        "rounds_lost_on_client_error_in_simulation": faults["rounds_lost"],
         **resume,
-        "unauthenticated_node_refused": None,  # deployment (SuperNode auth) is another helper's benchmark
+        "unauthenticated_node_refused": secure["unauthenticated_node_refused"],
         "private_text_leaks": sum(p["private_text_leaks"] for p in privacy.values()),
         "private_text_replies_audited": sum(p["replies_captured"] for p in privacy.values()),
-        "tls_round_time_ratio": None,  # needs the deployment engine with TLS: not measured here
+        "tls_round_time_ratio": _ratio(np.mean(secure["round_s"][clean]), np.mean(insecure["round_s"][clean])),
         "dp_round_time_ratio": _ratio(privacy["dp"]["train_exchange_s"][1], plain["train_exchange_s"][1]),
         "secagg_round_time_ratio": _ratio(privacy["secagg"]["train_exchange_s"][1], plain["train_exchange_s"][1]),
         "dp_round_ratio_whole_round": _ratio(privacy["dp"]["round_s"][1], plain["round_s"][1]),
         "secagg_round_ratio_whole_round": _ratio(privacy["secagg"]["round_s"][1], plain["round_s"][1]),
         "dp_epsilon_per_round": privacy["dp"]["epsilon"],
         "dp_settings": {**modes["dp"], "dp_delta": 1e-5, "accountant": "cotune GaussianRDPAccountant (RDP)"},
+        "deployment_runs": {"tls_node_auth": secure, "plain": insecure},
+        "client_fault_run": faults,
         "privacy_runs": privacy,
         "scale": {
             str(n): {
@@ -347,7 +490,8 @@ def main() -> None:
             }
             for n, s in sorted(scale.items())
         },
-        "settings": {"config": "configs/smoke.toml", "overrides": FAST, "threads": os.cpu_count()},
+        "settings": {"config": "configs/smoke.toml", "overrides": FAST, "resume_overrides": RESUME,
+                     "threads": os.cpu_count()},
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "benchmark_seconds": round(time.perf_counter() - started, 1),
@@ -355,7 +499,8 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     shutil.rmtree(work)  # run folders and logs; kept when a part fails, for its log
-    print(json.dumps({k: v for k, v in result.items() if k not in ("privacy_runs", "client_kill_run")}, indent=2))
+    details = ("privacy_runs", "client_fault_run", "deployment_runs", "malformed_kinds")
+    print(json.dumps({k: v for k, v in result.items() if k not in details}, indent=2))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ changes the model and parity would catch an export of the unmerged base.
 
 import hashlib
 import json
+import os
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from peft import LoraConfig, PromptTuningConfig, TaskType, get_peft_model
@@ -94,6 +96,16 @@ def test_export_carries_the_merged_lora_not_the_base(llama_fp32, tiny_path, llam
     assert np.abs(exported - base_logits).max() > 0.1  # the LoRA moved the logits; the export has it
 
 
+def matmuls(folder):
+    """{node name: (op type, bits)} of the MatMul-family nodes of an exported graph."""
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+
+    def bits(node):
+        return next((a.i for a in node.attribute if a.name == "bits"), None)
+
+    return {n.name: (n.op_type, bits(n)) for n in graph.node if "MatMul" in n.op_type}
+
+
 def test_llama_int8_int4_export_smaller_and_run(tiny_path, llama_lora, llama_fp32, tmp_path):
     int8 = export_edge_model(tiny_path, llama_lora, tmp_path / "int8", "int8", 2, 16)
     int4 = export_edge_model(tiny_path, llama_lora, tmp_path / "int4", "int4", 2, 16)
@@ -104,6 +116,30 @@ def test_llama_int8_int4_export_smaller_and_run(tiny_path, llama_lora, llama_fp3
         assert 0 < result.parity["greedy_token_agreement"] <= 1
         for backend in ("genai", "session"):
             assert len(EdgeModel(result.path, backend).generate("The capital of France is", 8, stop_at_eos=False).token_ids) == 8
+    # int8: every projection but the down projections (massive activations) runs on int8
+    ops8 = matmuls(int8.path)
+    assert {n for n, (op, _) in ops8.items() if op == "MatMul"} == {f"/model/layers.{i}/mlp/down_proj/MatMul" for i in (0, 1)}
+    assert sum(op == "MatMulInteger" for op, _ in ops8.values()) == 9  # 2 x (qkv, o, gate, up) + lm_head
+    # int4: 4-bit blocks, with the builder's mixed-precision 8-bit ones; the lm_head reads the 4-bit shared table
+    ops4 = matmuls(int4.path)
+    assert {op for op, _ in ops4.values()} == {"MatMulNBits"}
+    assert {bits for _, bits in ops4.values()} == {4, 8}
+    assert ops4["/lm_head/MatMul_Q4"] == ("MatMulNBits", 4)
+
+
+def test_bitsandbytes_base_is_dequantized_before_the_merge(tiny_path, llama_lora, llama_fp32, tmp_path, tokenizer):
+    """An NF4 checkpoint as base: dequantized to fp32, LoRA merged, exported with parity to that merged model."""
+    from cotune.quantization.loading import load_causal_lm
+
+    nf4 = tmp_path / "nf4"
+    load_causal_lm(tiny_path, "nf4", device="cpu").save_pretrained(nf4)
+    tokenizer.save_pretrained(nf4)
+    result = export_edge_model(nf4, llama_lora, tmp_path / "edge", "fp32", 4, 16)
+    assert result.manifest["source_model"]["dequantized_from_bitsandbytes"] is True
+    assert result.parity["greedy_token_agreement"] == 1.0 and result.parity["max_abs_logit_diff"] < 1e-5
+    ids = tokenizer("The quick brown fox", add_special_tokens=False).input_ids
+    rounding = np.abs(EdgeModel(result.path).sequence_logits(ids) - EdgeModel(llama_fp32.path).sequence_logits(ids))
+    assert rounding.max() > 1e-3  # the 4-bit weights, not the fp32 ones, went into the export
 
 
 def test_gpt2_export_through_transformers_exporter(gpt2_base, gpt2_lora, tmp_path):
@@ -225,7 +261,7 @@ def test_failure_mid_export_leaves_no_output(tiny_path, llama_lora, tmp_path, mo
     """A crash mid-export keeps the previous export as it was, removes the staging folder, and shows the log."""
 
     def crash(*args, **kwargs):
-        print("writing layer 7 of 9", flush=True)
+        os.write(2, b"writing layer 7 of 9\n")  # as native code would: straight to the file descriptor
         raise RuntimeError("builder crashed")
 
     monkeypatch.setattr("cotune.export.genai_builder.export_with_builder", crash)

@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from cotune.config.errors import ConfigError
@@ -143,3 +144,19 @@ def test_dp_refuses_int8_on_the_wire_and_incompatible_options():
         from_dict(FederationConfig, {"secagg": True, "clip_norm": 1.0})
     with pytest.raises(ConfigError, match="max_update_norm_multiple"):
         from_dict(FederationConfig, {"max_update_norm_multiple": 0.5})
+
+
+def test_a_silo_that_died_costs_its_share_of_the_release_not_the_round():
+    answer = _answer(0.5)
+
+    def dying(i, message):
+        if i == 3 and message.metadata.message_type == "train":
+            return Error(code=ErrorCode.NODE_UNAVAILABLE, reason="Node Unavailable")
+        return answer(i, message)
+
+    rows, result, _ = _run_dp(dying)
+    assert len(result.arrays) > 0
+    (dp,) = [r for r in rows if r["kind"] == "dp"]
+    assert dp["noise_multiplier"] == pytest.approx(0.75) and dp["failed_replies"] == 1
+    (dead,) = [r for r in rows if r["kind"] == "client_train" and "rejected" in r]
+    assert "Node Unavailable" in dead["rejected"]

@@ -113,7 +113,8 @@ def test_death_mid_run_raises_then_restart_serves_the_same_adapters(engine, adap
     core = [p for p in vllm_processes() if p.name().startswith("VLLM::EngineCore")]
     assert core, f"no engine core among {[p.name() for p in vllm_processes()]}"
     os.kill(core[0].pid, signal.SIGKILL)
-    time.sleep(2)
+    core[0].wait(timeout=60)
+    time.sleep(2)  # the API server notices its engine core is gone
     with pytest.raises(EngineError, match=r"vLLM server died \(exit code|EngineDeadError"):
         engine.generate(PROMPTS, GREEDY, adapter="round-1")
     engine.restart()

@@ -76,7 +76,7 @@ class DataConfig:
     )
     partition: Literal["iid", "dirichlet"] = option("dirichlet", help="How the client pool is split over silos.")
     dirichlet_alpha: float = option(0.5, help="Dirichlet concentration of label skew; smaller is more non-IID.")
-    test_size: int = option(300, help="Held-out test examples (balanced), seen by no client and no server step.")
+    test_size: int = option(200, help="Held-out test examples (balanced), seen by no client and no server step.")
     public_size: int = option(600, help="Server-side public examples, disjoint from every client's data.")
     client_val_fraction: float = option(0.02, help="Share of each client's partition kept for its local evaluation.")
     max_client_examples: int = option(0, help="Cap on each client's training examples; 0 keeps all.")
@@ -115,7 +115,7 @@ class ClientsConfig:
 
 @dataclass
 class RoundsConfig:
-    num_rounds: int = option(3, help="Federated rounds.")
+    num_rounds: int = option(2, help="Federated rounds.")
 
     def validate(self) -> None:
         require(self.num_rounds >= 1, "num_rounds", "an integer >= 1", self.num_rounds)
@@ -145,7 +145,7 @@ class LoraConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = option(12, help="Optimizer steps per client per round (0: use epochs instead).")
+    steps: int = option(10, help="Optimizer steps per client per round (0: use epochs instead).")
     epochs: float = option(0.0, help="Local epochs per round when steps = 0.")
     batch_size: int = option(8, help="Examples per micro-batch.")
     grad_accum: int = option(1, help="Micro-batches per optimizer step.")

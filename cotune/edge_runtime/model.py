@@ -7,6 +7,7 @@ Backends: "genai" (onnxruntime-genai, model-builder exports), "session" (plain o
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -48,7 +49,7 @@ class TextStream:
 
 
 class EdgeModel:
-    def __init__(self, folder, backend: Backend = "auto", threads: int = 0) -> None:
+    def __init__(self, folder: str | Path, backend: Backend = "auto", threads: int = 0) -> None:
         self.layout = read_layout(folder)
         self.threads = threads
         self.tokenizer = Tokenizer.from_file(str(self.layout.folder / TOKENIZER))

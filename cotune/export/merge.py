@@ -5,20 +5,24 @@ as a bitsandbytes 4/8-bit checkpoint is dequantized to fp32 first: merging into 
 the LoRA update away.
 """
 
-import json
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 
 def load_fp32_base(path: Path) -> PreTrainedModel:
-    config = json.loads((path / "config.json").read_text())
-    if config.get("quantization_config"):
-        model = AutoModelForCausalLM.from_pretrained(path, device_map="cpu", dtype=torch.float32).dequantize()
-        model.to(torch.float32)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    """The base in fp32. A bitsandbytes checkpoint is dequantized, then moved into a plain model built from its
+    config: the dequantized model itself keeps transformers' record of the 4-bit loading, and its save_pretrained
+    fails trying to reverse it (NotImplementedError in transformers 5.19)."""
+    config = AutoConfig.from_pretrained(path)
+    if getattr(config, "quantization_config", None) is None:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    quantized = AutoModelForCausalLM.from_pretrained(path, device_map="cpu", dtype=torch.float32)
+    state = {name: tensor.float() for name, tensor in quantized.dequantize().state_dict().items()}
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(state)
     return model.eval()
 
 

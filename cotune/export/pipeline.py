@@ -126,7 +126,13 @@ def _exporter_name(exporter: str, precision: str) -> str:
 
     int4 = f"int4 (MatMulNBits, block {INT4_BLOCK_SIZE})"
     if exporter == "builder":
-        how = {"fp32": "fp32", "int8": "fp32 + onnxruntime quantize_dynamic int8", "int4": int4}[precision]
+        from cotune.export.genai_builder import INT4_MIXED_PRECISION
+
+        how = {
+            "fp32": "fp32",
+            "int8": "fp32 + onnxruntime quantize_dynamic int8 (down projections fp32)",
+            "int4": f"{int4}, {INT4_MIXED_PRECISION}",
+        }[precision]
         return f"onnxruntime-genai {version('onnxruntime-genai')} model builder: {how}"
-    how = {"fp32": "", "int8": " + quantize_dynamic int8", "int4": f" + MatMulNBitsQuantizer {int4}"}[precision]
-    return f"transformers {version('transformers')} OnnxExporter (torch.onnx dynamo){how}"
+    how = {"fp32": "", "int8": " + quantize_dynamic int8 (down projections fp32)", "int4": f" + MatMulNBitsQuantizer {int4}"}
+    return f"transformers {version('transformers')} OnnxExporter (torch.onnx dynamo){how[precision]}"

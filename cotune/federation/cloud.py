@@ -90,6 +90,9 @@ class CloudSide:
             batch_size=self.cfg.train.batch_size,
             max_length=self.cfg.train.max_length,
         )
+        # In-process sampling (HF engine) and the LLM step's dropout draw from torch's RNG: seeded per round, so a
+        # resumed round replays exactly. vLLM samples in its own process, seeded once per server start.
+        torch.manual_seed(self.cfg.server.seed + server_round)
         outcome = step(server_round)
         self.synthetic = outcome.synthetic
         self.metrics.write({"round": server_round, "kind": "crosslm", **outcome.metrics})

@@ -90,10 +90,15 @@ class AdapterClientSideDP(DifferentialPrivacyClientSideFixedClipping):
         self.rdp = GaussianRDPAccountant(prior_multipliers)  # not `accountant`: Flower's own attribute
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
-        arrays, metrics = super().aggregate_train(server_round, replies)
+        # Flower's wrapper skips a round with any error reply; a silo that died is accounted for below instead (it
+        # weakens the release like a rejected reply), so the round goes on with the others.
+        replies = list(replies)
+        current = server_round + self.inner.round_offset
+        failed = [msg for msg in replies if msg.has_error()]
+        self.inner.log_failures(current, failed)
+        arrays, metrics = super().aggregate_train(server_round, [msg for msg in replies if not msg.has_error()])
         if arrays is None:
             return None, metrics  # nothing released, nothing spent
-        current = server_round + self.inner.round_offset
         effective = self.noise_multiplier * self.inner.accepted / self.num_sampled_clients
         self.rdp.compose(effective)
         self.inner.log_row(
@@ -105,6 +110,7 @@ class AdapterClientSideDP(DifferentialPrivacyClientSideFixedClipping):
                 "epsilon": self.rdp.epsilon(self.delta),
                 "delta": self.delta,
                 "releases": len(self.rdp.multipliers),
+                "failed_replies": len(failed),
             }
         )
         if self.server_step is not None:

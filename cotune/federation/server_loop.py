@@ -22,7 +22,7 @@ from cotune.server_vllm.engine import GenerationEngine
 
 log = logging.getLogger(__name__)
 GLOBAL_ADAPTER = "global_adapter"
-PPL_TEXTS = 100  # held-out plot summaries: another register than the reviews
+PPL_TEXTS = 50  # held-out plot summaries: another register than the reviews
 
 
 def log_llm(cloud: CloudSide, metrics: MetricsLog, server_round: int, stage: str) -> None:

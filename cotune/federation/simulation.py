@@ -12,8 +12,13 @@ from cotune.server_vllm.engine import GenerationEngine
 
 
 def simulate(cfg: CotuneConfig, run_dir: Path, engine: GenerationEngine | None = None) -> None:
-    """Silos run one at a time, each with every core: on a small CPU host that beats sharing cores."""
+    """Silos run one at a time, each with every core: on a small CPU host that beats sharing cores.
+
+    Ray starts its workers at nice 15, as background work; here they do the job's main work (silo training), and
+    at nice 15 any other process on the host starves them. Set RAY_worker_niceness yourself to choose otherwise.
+    """
     cpus = os.cpu_count() or 1
+    os.environ.setdefault("RAY_worker_niceness", "0")
     run_simulation(
         server_app=build_server_app(cfg, run_dir, engine),
         client_app=client_app,

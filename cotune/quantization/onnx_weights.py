@@ -6,8 +6,8 @@ exporters hide weights behind `Transpose(initializer)` (a tied lm_head, the buil
 projection, the lm_head and the embedding table are reachable.
 
 - int8: onnxruntime.quantization.quantize_dynamic, per-channel int8 weights, activations quantized at run
-  time (MatMulInteger). The embedding table (Gather) stays fp32: dynamic quantization of Gather is one scale for
-  the whole table.
+  time (MatMulInteger) with one scale per tensor. The MLP down projections stay fp32 (`down_projections`), and
+  so does the embedding table (Gather): dynamic quantization of Gather is one scale for the whole table.
 - int4: MatMulNBitsQuantizer, symmetric blocks of `block_size` weights with one fp32 scale each, MatMul ->
   MatMulNBits and Gather -> GatherBlockQuantized, accuracy level 4 (int8 activations in the kernel).
 """
@@ -108,6 +108,23 @@ def save_with_external_data(model: onnx.ModelProto, path: Path) -> None:
     )
 
 
+def down_projections(model: onnx.ModelProto) -> list[str]:
+    """MatMuls whose constant weight narrows its input (K > N): the MLP's down projection (Llama's down_proj,
+    GPT-2's mlp.c_proj). Its input, the activated intermediate, carries an LLM's massive activations (on the tuned
+    SmolLM2-90M up to 3,000, some 20,000 times the mean): one int8 scale per tensor rounds the rest to zero, and
+    quantizing these MatMuls cost 23 points of task accuracy against 0.7 with them kept fp32."""
+    shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    narrowing = [
+        node
+        for node in model.graph.node
+        if node.op_type == "MatMul" and len(shape := shapes.get(node.input[1], ())) == 2 and shape[0] > shape[1]
+    ]
+    unnamed = [node.output[0] for node in narrowing if not node.name]
+    if unnamed:
+        raise ValueError(f"MatMul nodes without a name cannot be kept out of quantization: {unnamed[:3]}")
+    return [node.name for node in narrowing]
+
+
 def quantize_int8_dynamic(src: Path, dst: Path) -> None:
     """int8 weights (per output channel) with dynamically quantized activations, written to `dst`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -118,6 +135,7 @@ def quantize_int8_dynamic(src: Path, dst: Path) -> None:
         model,
         str(dst),
         op_types_to_quantize=["MatMul"],
+        nodes_to_exclude=down_projections(model),
         per_channel=True,
         weight_type=QuantType.QInt8,
         use_external_data_format=True,

@@ -129,15 +129,20 @@ class AdapterFedAvg(FedAvg):
         log.warning("round %d: update from node %s rejected: %s", row["round"], row["node"], reason)
         self.log_row({**row, "rejected": reason})
 
+    def log_failures(self, server_round: int, failed: Iterable[Message]) -> None:
+        """Error replies (a silo's exception; Flower's NODE_UNAVAILABLE for a silo that died) carry no content:
+        a `client_train` row each, with the error's last line."""
+        for msg in failed:
+            last_line = (msg.error.reason or "").strip().splitlines()[-1:] or [""]  # not Ray's whole traceback
+            self._reject(self._row(server_round, msg), f"client error: {last_line[0][:200]}")
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         server_round += self.round_offset
         valid, failed = self._check_and_log_replies(replies, is_train=True, validate=False)
         valid.sort(key=reply_order)
-        for msg in failed:
-            last_line = (msg.error.reason or "").strip().splitlines()[-1:] or [""]  # not Ray's whole traceback
-            self._reject(self._row(server_round, msg), f"client error: {last_line[0][:200]}")
+        self.log_failures(server_round, failed)
         schema = WireSchema.of(self.current, self.federation.max_message_bytes)
         decoded: dict[int, tuple[Message, State]] = {}
         for i, msg in enumerate(valid):
