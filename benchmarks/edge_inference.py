@@ -1,8 +1,9 @@
 """Edge inference: the tuned default SLM as PyTorch fp32 vs exported ONNX fp32 / int8 / int4, side by side.
 
-Batch 1, 2 threads. Per variant, in its own subprocess (so peak RSS is that variant's alone): decode speed
-(64 greedy tokens, EOS ignored), label-word accuracy on the held-out test, perplexity on other-domain text.
-The ONNX workers import no torch: they measure what a device would run.
+Batch 1, 2 threads. Per variant, in its own subprocess (so peak RSS is that variant's alone): label-word
+accuracy on the held-out test and perplexity on other-domain text; the ONNX workers import no torch: they
+measure what a device would run. Decode speed (64 greedy tokens, EOS ignored) is measured last, for all four
+variants in one process taking turns, so that on a shared machine they all run under the same load.
 
 Adapter: `--adapter PATH` (a LoRA for smollm2-90m, e.g. a run's global_adapter), else one trained here on
 rotten-tomatoes through cotune.edge_client (cached in the cotune cache folder, reused by later runs).
@@ -89,6 +90,50 @@ def pick_adapter(arg: str | None, cache_dir: str, steps: int) -> tuple[Path, str
 
 
 # ---------------------------------------------------------------- workers (one subprocess each)
+def pytorch_generator(base: str, adapter: str):
+    """The merged model's 64-token greedy decode as a callable returning its tokens/s."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from cotune.export.merge import merged_model
+
+    torch.set_num_threads(THREADS)
+    model = merged_model(Path(base), Path(adapter))
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    ids = tokenizer(SPEED_PROMPT, return_tensors="pt")
+    kwargs = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+
+    @torch.no_grad()
+    def generate() -> float:
+        start = time.perf_counter()
+        model.generate(**ids, **kwargs)
+        return NEW_TOKENS / (time.perf_counter() - start)
+
+    return generate
+
+
+def speed_worker(job: dict) -> dict:
+    """Decode speed of every variant in one process, one generation each in turn, the fastest of `speed_repeats`
+    rounds per variant: on a shared machine all variants see the same load, and a run is only ever slowed down."""
+    from cotune.edge_runtime import EdgeModel
+
+    def onnx_generator(model_dir: str):
+        model = EdgeModel(model_dir, "auto", THREADS)
+        return lambda: model.generate(SPEED_PROMPT, NEW_TOKENS, stop_at_eos=False).tokens_per_s
+
+    runs = {"pytorch": pytorch_generator(job["base"], job["adapter"])}
+    runs |= {precision: onnx_generator(path) for precision, path in job["model_dirs"].items()}
+    for run in runs.values():
+        run()  # warm-up
+    best = dict.fromkeys(runs, 0.0)
+    load = []
+    for _ in range(job["speed_repeats"]):
+        for name, run in runs.items():
+            best[name] = max(best[name], run())
+        load.append(os.getloadavg()[0])
+    return {"tokens_per_s": best, "loadavg_1m": load}
+
+
 def pytorch_worker(job: dict) -> dict:
     import torch
     from transformers import AutoTokenizer
@@ -100,21 +145,9 @@ def pytorch_worker(job: dict) -> dict:
     torch.set_num_threads(THREADS)
     model = merged_model(Path(job["base"]), Path(job["adapter"]))
     tokenizer = AutoTokenizer.from_pretrained(job["base"])
-    ids = tokenizer(SPEED_PROMPT, return_tensors="pt")
-    kwargs = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.eos_token_id)
-    with torch.no_grad():
-        model.generate(**ids, **kwargs)  # warm-up
-        seconds = []
-        for _ in range(job["speed_repeats"]):  # the fastest run, as cotune.edge_runtime.speed does
-            start = time.perf_counter()
-            model.generate(**ids, **kwargs)
-            seconds.append(time.perf_counter() - start)
-    load = os.getloadavg()[0]
     task = ClassificationTask(**job["task"])
     predictions = label_probabilities(model, tokenizer, task, job["test_texts"], batch_size=16).argmax(1)
     return {
-        "tokens_per_s": NEW_TOKENS / min(seconds),
-        "loadavg_1m_at_speed": load,
         "predictions": predictions.tolist(),
         "accuracy": float((predictions == np.asarray(job["test_labels"])).mean()),
         "perplexity": perplexity(model, tokenizer, job["ppl_texts"], batch_size=8),
@@ -125,21 +158,20 @@ def pytorch_worker(job: dict) -> dict:
 def onnx_worker(job: dict) -> dict:
     from cotune.edge_runtime import EdgeModel
     from cotune.edge_runtime.scoring import label_predictions, perplexity
-    from cotune.edge_runtime.speed import tokens_per_s
 
     model = EdgeModel(job["model_dir"], "auto", THREADS)
-    speed = tokens_per_s(model, SPEED_PROMPT, NEW_TOKENS, job["speed_repeats"])
-    load = os.getloadavg()[0]
+    model.generate(SPEED_PROMPT, NEW_TOKENS, stop_at_eos=False)  # the decode buffers count in the peak too
     predictions = label_predictions(model, job["prompts"], job["label_token_ids"])
     return {
-        "tokens_per_s": speed,
-        "loadavg_1m_at_speed": load,
         "predictions": predictions.tolist(),
         "accuracy": float((predictions == np.asarray(job["test_labels"])).mean()),
         "perplexity": perplexity(model, job["ppl_texts"]),
         "peak_rss_mb": peak_rss_mb(),
         "torch_imported": "torch" in sys.modules,
     }
+
+
+WORKERS = {"pytorch": pytorch_worker, "onnx": onnx_worker, "speed": speed_worker}
 
 
 def run_worker(kind: str, job: dict) -> dict:
@@ -159,14 +191,14 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=200, help="steps of the fallback adapter")
     parser.add_argument("--test-size", type=int, default=300, help="held-out test examples scored")
     parser.add_argument("--ppl-texts", type=int, default=50, help="plot summaries for perplexity")
-    parser.add_argument("--speed-repeats", type=int, default=5)
+    parser.add_argument("--speed-repeats", type=int, default=5, help="rounds of the speed phase; fastest kept")
     parser.add_argument("--out", default=str(RESULT))
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "JOB", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         kind, job_file, out_file = args.worker
         job = json.loads(Path(job_file).read_text())
-        result = pytorch_worker(job) if kind == "pytorch" else onnx_worker(job)
+        result = WORKERS[kind](job)
         Path(out_file).write_text(json.dumps(result))
         return
     run_benchmark(args)
@@ -190,20 +222,11 @@ def run_benchmark(args: argparse.Namespace) -> None:
     cfg = load_config(None, [f"models.slm={SLM}", f"data.test_size={args.test_size}"])
     splits = build_splits(cfg.data, cfg.clients.num_clients)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    common = {
-        "test_labels": list(splits.test["label"]),
-        "ppl_texts": load_plot_summaries()[: args.ppl_texts],
-        "speed_repeats": args.speed_repeats,
-    }
+    model_job = {"base": str(base), "adapter": str(adapter)}
+    scoring = {"test_labels": list(splits.test["label"]), "ppl_texts": load_plot_summaries()[: args.ppl_texts]}
     pytorch = run_worker(
         "pytorch",
-        {
-            **common,
-            "base": str(base),
-            "adapter": str(adapter),
-            "task": dataclasses.asdict(splits.task),
-            "test_texts": list(splits.test["text"]),
-        },
+        {**model_job, **scoring, "task": dataclasses.asdict(splits.task), "test_texts": list(splits.test["text"])},
     )
     prompts = [splits.task.prompt(t) for t in splits.test["text"]]
     label_ids = label_token_ids(tokenizer, splits.task)
@@ -214,53 +237,57 @@ def run_benchmark(args: argparse.Namespace) -> None:
         "threads": THREADS,
         "batch_size": 1,
         "new_tokens": NEW_TOKENS,
+        "speed_repeats": args.speed_repeats,
         "test_examples": len(prompts),
-        "ppl_texts": len(common["ppl_texts"]),
-        "pytorch_tokens_per_s": pytorch["tokens_per_s"],
-        "pytorch_loadavg_1m_at_speed": pytorch["loadavg_1m_at_speed"],
+        "ppl_texts": len(scoring["ppl_texts"]),
         "pytorch_accuracy": pytorch["accuracy"],
         "pytorch_perplexity": pytorch["perplexity"],
         "pytorch_peak_rss_mb": pytorch["peak_rss_mb"],
     }
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
-        for precision in PRECISIONS:
-            out = Path(tmp) / precision
+        model_dirs = {precision: Path(tmp) / precision for precision in PRECISIONS}
+        for precision, out in model_dirs.items():
             export_start = time.perf_counter()
             exported = export_edge_model(
                 base, adapter, out, precision, parity_prompts=20, parity_tokens=NEW_TOKENS, cache_dir=args.cache_dir
             )
             export_s = time.perf_counter() - export_start
-            measured = run_worker(
-                "onnx", {**common, "model_dir": str(out), "prompts": prompts, "label_token_ids": label_ids}
-            )
+            measured = run_worker("onnx", {**scoring, "model_dir": str(out), "prompts": prompts, "label_token_ids": label_ids})
+            changed = np.asarray(measured["predictions"]) != np.asarray(pytorch["predictions"])
             results[precision] = {
-                "tokens_per_s": measured["tokens_per_s"],
-                "speedup_vs_pytorch": measured["tokens_per_s"] / pytorch["tokens_per_s"],
                 "size_mb": exported.size_bytes / 2**20,
                 "peak_rss_mb": measured["peak_rss_mb"],
                 "accuracy": measured["accuracy"],
                 "accuracy_drop_points": 100 * (pytorch["accuracy"] - measured["accuracy"]),
-                "predictions_changed_vs_pytorch": int(
-                    (np.asarray(measured["predictions"]) != np.asarray(pytorch["predictions"])).sum()
-                ),
+                "predictions_changed_vs_pytorch": int(changed.sum()),
                 "perplexity": measured["perplexity"],
                 "perplexity_ratio_vs_pytorch": measured["perplexity"] / pytorch["perplexity"],
                 "greedy_token_agreement": exported.parity["greedy_token_agreement"],
                 "max_abs_logit_diff": exported.parity["max_abs_logit_diff"],
                 "export_s": export_s,
-                "loadavg_1m_at_speed": measured["loadavg_1m_at_speed"],
                 "worker_imported_torch": measured["torch_imported"],
             }
+        speed = run_worker(
+            "speed",
+            {**model_job, "model_dirs": {p: str(d) for p, d in model_dirs.items()}, "speed_repeats": args.speed_repeats},
+        )
+    results["pytorch_tokens_per_s"] = speed["tokens_per_s"]["pytorch"]
     for precision in PRECISIONS:
-        results[precision]["size_ratio_vs_fp32"] = results[precision]["size_mb"] / results["fp32"]["size_mb"]
+        tokens_per_s = speed["tokens_per_s"][precision]
+        results[precision] |= {
+            "tokens_per_s": tokens_per_s,
+            "speedup_vs_pytorch": tokens_per_s / results["pytorch_tokens_per_s"],
+            "size_ratio_vs_fp32": results[precision]["size_mb"] / results["fp32"]["size_mb"],
+        }
     results["goals"] = {name: bool(check(results)) for name, check in GOALS.items()}
     results["conditions"] = {
         "cpu_count": os.cpu_count(),
         "loadavg_before": load_before,
+        "loadavg_1m_during_speed_rounds": speed["loadavg_1m"],
         "loadavg_after": os.getloadavg(),
-        "note": "shared machine: other agents' jobs run alongside; see the loadavg figures. Speed is the fastest of "
-        "speed_repeats generations per variant; a 2-thread decode slows down far more than the load alone suggests "
-        "when the two cores are oversubscribed (threads wait for each other at every op).",
+        "note": "shared machine: other agents' jobs run alongside; see the loadavg figures. A 2-thread decode slows "
+        "down far more than the load suggests when the two cores are oversubscribed (its threads wait for each "
+        "other at every op), PyTorch's many small ops most of all.",
         "perplexity": "of plot summaries, another register than the task; the depth-pruned SLM's language modelling "
         "is broken by the pruning (base alone ~7e6 on 20 summaries, SmolLM2-135M 56), so only the ratios between "
         "variants mean something",

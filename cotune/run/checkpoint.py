@@ -32,7 +32,8 @@ class Checkpoints:
         return target
 
     def latest(self) -> tuple[int, Path] | None:
-        done = sorted(p.parent for p in self.root.glob(f"round_*/{DONE}"))
+        # round_NNN only: a round_NNN.tmp folder holds a round that was never moved into place
+        done = sorted(p.parent for p in self.root.glob(f"round_[0-9][0-9][0-9]/{DONE}"))
         if not done:
             return None
         return int(json.loads((done[-1] / DONE).read_text())["round"]), done[-1]
