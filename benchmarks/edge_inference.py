@@ -31,6 +31,7 @@ SLM = "smollm2-90m"
 THREADS = 2
 NEW_TOKENS = 64
 PRECISIONS = ("fp32", "int8", "int4")
+PARITY_PROMPTS = {"fp32": 20, "int8": 8, "int4": 8}  # x 64 greedy tokens; the goal is fp32's, the rest inform
 SPEED_PROMPT = "Review: A quiet, patient film that trusts its actors and its audience.\nSentiment (positive or negative):"
 GOALS = {
     "int4.speedup_vs_pytorch >= 5": lambda r: r["int4"]["speedup_vs_pytorch"] >= 5,
@@ -230,7 +231,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
     )
     prompts = [splits.task.prompt(t) for t in splits.test["text"]]
     label_ids = label_token_ids(tokenizer, splits.task)
-    results: dict = {
+    header = {
         "model": SLM,
         "adapter": str(adapter),
         "adapter_source": adapter_source,
@@ -240,21 +241,19 @@ def run_benchmark(args: argparse.Namespace) -> None:
         "speed_repeats": args.speed_repeats,
         "test_examples": len(prompts),
         "ppl_texts": len(scoring["ppl_texts"]),
-        "pytorch_accuracy": pytorch["accuracy"],
-        "pytorch_perplexity": pytorch["perplexity"],
-        "pytorch_peak_rss_mb": pytorch["peak_rss_mb"],
     }
+    variants: dict = {}
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         model_dirs = {precision: Path(tmp) / precision for precision in PRECISIONS}
         for precision, out in model_dirs.items():
             export_start = time.perf_counter()
             exported = export_edge_model(
-                base, adapter, out, precision, parity_prompts=20, parity_tokens=NEW_TOKENS, cache_dir=args.cache_dir
+                base, adapter, out, precision, PARITY_PROMPTS[precision], NEW_TOKENS, cache_dir=args.cache_dir
             )
             export_s = time.perf_counter() - export_start
             measured = run_worker("onnx", {**scoring, "model_dir": str(out), "prompts": prompts, "label_token_ids": label_ids})
             changed = np.asarray(measured["predictions"]) != np.asarray(pytorch["predictions"])
-            results[precision] = {
+            variants[precision] = {
                 "size_mb": exported.size_bytes / 2**20,
                 "peak_rss_mb": measured["peak_rss_mb"],
                 "accuracy": measured["accuracy"],
@@ -263,6 +262,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
                 "perplexity": measured["perplexity"],
                 "perplexity_ratio_vs_pytorch": measured["perplexity"] / pytorch["perplexity"],
                 "greedy_token_agreement": exported.parity["greedy_token_agreement"],
+                "parity_prompts": exported.parity["prompts"],
                 "max_abs_logit_diff": exported.parity["max_abs_logit_diff"],
                 "export_s": export_s,
                 "worker_imported_torch": measured["torch_imported"],
@@ -271,13 +271,21 @@ def run_benchmark(args: argparse.Namespace) -> None:
             "speed",
             {**model_job, "model_dirs": {p: str(d) for p, d in model_dirs.items()}, "speed_repeats": args.speed_repeats},
         )
-    results["pytorch_tokens_per_s"] = speed["tokens_per_s"]["pytorch"]
-    for precision in PRECISIONS:
+    pytorch_tokens_per_s = speed["tokens_per_s"]["pytorch"]
+    results = {
+        **header,
+        "pytorch_tokens_per_s": pytorch_tokens_per_s,
+        "pytorch_accuracy": pytorch["accuracy"],
+        "pytorch_perplexity": pytorch["perplexity"],
+        "pytorch_peak_rss_mb": pytorch["peak_rss_mb"],
+    }
+    for precision, measured in variants.items():
         tokens_per_s = speed["tokens_per_s"][precision]
-        results[precision] |= {
+        results[precision] = {
             "tokens_per_s": tokens_per_s,
-            "speedup_vs_pytorch": tokens_per_s / results["pytorch_tokens_per_s"],
-            "size_ratio_vs_fp32": results[precision]["size_mb"] / results["fp32"]["size_mb"],
+            "speedup_vs_pytorch": tokens_per_s / pytorch_tokens_per_s,
+            "size_ratio_vs_fp32": measured["size_mb"] / variants["fp32"]["size_mb"],
+            **measured,
         }
     results["goals"] = {name: bool(check(results)) for name, check in GOALS.items()}
     results["conditions"] = {
