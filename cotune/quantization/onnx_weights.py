@@ -19,7 +19,6 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-ONNX_DATA_SUFFIX = ".data"
 INT4_BLOCK_SIZE = 32
 INT4_ACCURACY_LEVEL = 4  # int8 activations inside MatMulNBits on CPU
 
@@ -93,19 +92,6 @@ def normalize_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     fold_weight_transposes(model)
     gemms_to_matmuls(model)
     return model
-
-
-def save_with_external_data(model: onnx.ModelProto, path: Path) -> None:
-    """One `.onnx` graph file plus one `<name>.data` weights file (ONNX protobufs stop at 2 GB)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(
-        model,
-        str(path),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=path.name + ONNX_DATA_SUFFIX,
-        size_threshold=1024,
-    )
 
 
 def down_projections(model: onnx.ModelProto) -> list[str]:
