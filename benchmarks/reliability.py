@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -244,17 +243,6 @@ def _cotune_run(args: list[str]) -> subprocess.Popen:
     )
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-    os.killpg(proc.pid, signal.SIGKILL)
-    for pid in family:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
-
-
 # FedCoLLM and CrossLM on the HF engine, cut to a few steps and samples: the state's parts, not its quality.
 RESUME = [
     *[o for o in FAST if not o.startswith("run.algorithm")],
@@ -274,6 +262,8 @@ def _digest(path: Path) -> str | None:
 
 def kill_and_resume(root: Path, rounds: int = 2) -> dict:
     """As tests/test_federation_sim.py::test_killed_run_resumes_to_the_identical_state, on RESUME settings."""
+    from cotune.federation.deployment.processes import kill_session
+
     common = ["-c", SMOKE, *[a for o in RESUME for a in ("--set", o)], "--set", f"rounds.num_rounds={rounds}"]
     start = time.perf_counter()
     straight = _cotune_run([*common, "--set", f"run.output_root='{root / 'a'}'"])
@@ -285,7 +275,7 @@ def kill_and_resume(root: Path, rounds: int = 2) -> dict:
         if interrupted.poll() is not None or time.time() > deadline:
             return {"resume_state_identical": False, "resume_error": "the run to kill ended before round 1"}
         time.sleep(0.2)
-    _kill_tree(interrupted)
+    kill_session(interrupted)
     (run_b,) = (root / "b").iterdir()
     resumed_from = max(json.loads(p.read_text())["round"] for p in run_b.glob("checkpoints/round_*/round.json"))
     killed_before_end = not (run_b / "global_adapter").exists()

@@ -1,21 +1,19 @@
 """The federated job end to end in Flower's simulation engine, on the tiny model."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import torch
 from flwr.app import Message, MetricRecord, RecordDict
 from peft import PeftModel
 
 from cotune.config import load_config
+from cotune.federation.deployment.processes import kill_session
 from cotune.federation.cloud import CloudSide
 from cotune.federation.records import SYNTHETIC_TEXTS
 from cotune.quantization.loading import load_causal_lm
@@ -71,17 +69,6 @@ def _cotune(args, cwd=None):
     )
 
 
-def _kill_tree(proc):
-    family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-    os.killpg(proc.pid, signal.SIGKILL)
-    for pid in family:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
-
-
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_identical_state(tmp_path, smoke_run):
     """`cotune run` SIGKILLed after round 1's checkpoint, then `--resume`d: every round's checkpointed adapter is
@@ -93,7 +80,7 @@ def test_killed_run_resumes_to_the_identical_state(tmp_path, smoke_run):
     while not list(tmp_path.glob("*/checkpoints/round_001/round.json")):
         assert interrupted.poll() is None and time.time() < deadline, "run ended before round 1 completed"
         time.sleep(0.2)
-    _kill_tree(interrupted)
+    kill_session(interrupted)
     (run_dir,) = tmp_path.iterdir()
     assert not (run_dir / "global_adapter").exists()
     resumed = subprocess.run([sys.executable, "-m", "cotune", "run", "--resume", str(run_dir)], capture_output=True,

@@ -123,3 +123,16 @@ def _signal_and_reap(procs: list[psutil.Process], sig: signal.Signals, grace: fl
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=5.0)
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    """SIGKILL a process started with `start_new_session=True`, its group, and descendants that left the group:
+    a server that loses power mid-round."""
+    family = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
