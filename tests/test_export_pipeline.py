@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from peft import LoraConfig, PromptTuningConfig, TaskType, get_peft_model
+from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from cotune.cli import main
@@ -227,16 +227,6 @@ def test_adapter_with_other_target_modules(tiny_path, gpt2_lora, tmp_path, no_ex
     with pytest.raises(ExportInputError, match="c_attn .* is not a linear layer of the base"):
         export_edge_model(tiny_path, gpt2_lora, tmp_path / "out", "fp32")
     assert_nothing_written(tmp_path)
-
-
-def test_prompt_tuning_adapter_cannot_merge(tiny_path, tmp_path, no_export_work):
-    model = AutoModelForCausalLM.from_pretrained(tiny_path)
-    get_peft_model(model, PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4)).save_pretrained(
-        tmp_path / "prompt"
-    )
-    with pytest.raises(ExportInputError, match="PROMPT_TUNING: only LoRA"):
-        export_edge_model(tiny_path, tmp_path / "prompt", tmp_path / "out", "int4")
-    assert not (tmp_path / "out").exists()
 
 
 def test_unsupported_architecture(tmp_path, no_export_work):

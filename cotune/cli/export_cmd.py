@@ -1,4 +1,4 @@
-"""`cotune export`: merge a LoRA adapter into the SLM and write an ONNX edge model (fp32 / int8 / int4)."""
+"""`cotune export`: the SLM with its adapter as an ONNX edge model (fp32 / int8 / int4), with the config's task card."""
 
 import argparse
 import json
@@ -18,15 +18,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", choices=["fp32", "int8", "int4"], help="default: config export.precision")
     parser.add_argument("--parity-prompts", type=int, help="default: config export.parity_prompts")
     parser.add_argument("--parity-tokens", type=int, help="default: config export.parity_tokens")
+    parser.add_argument(
+        "--adapter-mode", choices=["merged", "runtime"],
+        help="merged: LoRA folded into the weights; runtime: quantized base + fp32 .onnx_adapter file switchable at "
+        "runtime (default: config export.adapter_mode)",
+    )  # fmt: skip
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from cotune.data import load_task
     from cotune.export import ExportInputError, export_edge_model
 
     cfg = config_from_args(args)
+    try:
+        task = load_task(cfg.data)[0]  # the task card: what the folder classifies, as the run tuned it
+    except (ValueError, FileNotFoundError) as err:
+        print(f"cotune: error: the task card needs the config's task: {err}", file=sys.stderr)
+        return 2
     try:
         result = export_edge_model(
             base=args.base or cfg.models.slm,
@@ -36,10 +47,14 @@ def run(args: argparse.Namespace) -> int:
             parity_prompts=cfg.export.parity_prompts if args.parity_prompts is None else args.parity_prompts,
             parity_tokens=cfg.export.parity_tokens if args.parity_tokens is None else args.parity_tokens,
             cache_dir=cfg.models.cache_dir,
+            task=task,
+            max_length=cfg.train.max_length,
+            adapter_mode=args.adapter_mode or cfg.export.adapter_mode,
         )
     except ExportInputError as err:
         print(f"cotune: error: {err}", file=sys.stderr)
         return 2
-    print(f"edge model: {result.path} ({result.precision}, {result.size_bytes / 2**20:.1f} MB)")
+    print(f"edge model: {result.path} ({result.precision}, {result.manifest['adapter_mode']}, "
+          f"{result.size_bytes / 2**20:.1f} MB)")  # fmt: skip
     print(f"parity vs PyTorch: {json.dumps(result.parity)}")
     return 0

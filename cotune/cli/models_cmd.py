@@ -2,8 +2,6 @@
 
 import argparse
 
-from cotune.models import REGISTRY, resolve_model
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("models", help="list registry models or resolve one to its HF folder")
@@ -13,6 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cotune.models import REGISTRY, resolve_model  # torch: imported only when this command runs
+
     if args.spec:
         print(resolve_model(args.spec, args.cache_dir))
         return 0

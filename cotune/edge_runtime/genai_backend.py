@@ -1,7 +1,8 @@
 """Decoding over onnxruntime-genai (og.Model / og.Generator): the fast path for model-builder exports.
 
 og keeps the KV cache in buffers sized to `max_length`, so each generation asks for exactly prompt + new
-tokens rather than the model's whole context.
+tokens rather than the model's whole context. Runtime LoRA adapters load into one `og.Adapters` per model and are
+activated per generator (`Generator.set_active_adapter`), so switching costs no reload of the base.
 """
 
 import json
@@ -22,6 +23,19 @@ class GenaiDecoder:
             config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
         self.layout = layout
         self.model = og.Model(config)
+        self.adapters: og.Adapters | None = None
+        self.active: str | None = None
+        self.loaded: set[str] = set()
+
+    def set_adapter(self, path: str | None) -> None:
+        """Activate the `.onnx_adapter` at `path` for the following generations (None: the base model)."""
+        if path is not None:
+            if self.adapters is None:
+                self.adapters = og.Adapters(self.model)
+            if path not in self.loaded:
+                self.adapters.load(path, path)
+                self.loaded.add(path)
+        self.active = path
 
     def _generator(self, ids: list[int], max_length: int, sampling: Sampling, min_length: int = 0) -> og.Generator:
         params = og.GeneratorParams(self.model)
@@ -35,6 +49,8 @@ class GenaiDecoder:
             random_seed=sampling.seed,
         )
         generator = og.Generator(self.model, params)
+        if self.active is not None:
+            generator.set_active_adapter(self.adapters, self.active)
         generator.append_tokens(np.asarray(ids, dtype=np.int32))
         return generator
 

@@ -9,6 +9,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from cotune.edge_runtime.prefix import PREFIX_FILE
+
 GENAI_CONFIG = "genai_config.json"
 EDGE_CONFIG = "edge_config.json"
 MANIFEST = "manifest.json"
@@ -24,7 +26,7 @@ class EdgeLayout:
     head_dim: int
     context_length: int
     eos_token_ids: tuple[int, ...]
-    genai: bool  # og.Model can run it
+    genai: bool  # og.Model can run it (not with a soft-prompt prefix: og cannot start from a given cache)
 
     @property
     def onnx_path(self) -> Path:
@@ -55,7 +57,7 @@ def read_layout(folder: str | Path) -> EdgeLayout:
             head_dim=decoder["head_size"],
             context_length=model["context_length"],
             eos_token_ids=_as_ids(model.get("eos_token_id")),
-            genai=True,
+            genai=not (folder / PREFIX_FILE).is_file(),
         )
     elif (folder / EDGE_CONFIG).is_file():
         cfg = json.loads((folder / EDGE_CONFIG).read_text())

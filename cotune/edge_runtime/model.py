@@ -2,6 +2,10 @@
 
 Backends: "genai" (onnxruntime-genai, model-builder exports), "session" (plain onnxruntime loop, any export),
 "auto" (genai where the folder allows it). Prompts are tokenized without special tokens, as cotune trains.
+
+A folder exported with `--adapter-mode runtime` holds the base with LoRA inputs and its adapter(s) as
+`.onnx_adapter` files: the manifest's default adapter is active on load; `set_adapter(file)` switches to another
+(or to the bare base with None) between requests, without reloading the base.
 """
 
 import time
@@ -13,11 +17,21 @@ from typing import Literal
 import numpy as np
 from tokenizers import Tokenizer
 
-from cotune.edge_runtime.layout import TOKENIZER, read_layout
+from cotune.edge_runtime.layout import MANIFEST, TOKENIZER, read_layout
+from cotune.edge_runtime.prefix import read_prefix
 from cotune.edge_runtime.sampling import GREEDY, Sampling
 from cotune.edge_runtime.session_backend import SessionDecoder
+from cotune.edge_runtime.task import read_manifest
 
 Backend = Literal["auto", "genai", "session"]
+DEFAULT_ADAPTER = "default"  # EdgeModel(adapter=...): the folder's own adapter, if it ships one
+
+
+def runtime_adapter_info(folder: Path) -> dict | None:
+    """The manifest's `runtime_adapter` section (LoRA inputs in the graph), or None for a merged export."""
+    if not (folder / MANIFEST).is_file():
+        return None
+    return read_manifest(folder).get("runtime_adapter")
 
 
 @dataclass
@@ -49,22 +63,49 @@ class TextStream:
 
 
 class EdgeModel:
-    def __init__(self, folder: str | Path, backend: Backend = "auto", threads: int = 0) -> None:
+    def __init__(
+        self, folder: str | Path, backend: Backend = "auto", threads: int = 0, adapter: str | Path | None = DEFAULT_ADAPTER
+    ) -> None:
         self.layout = read_layout(folder)
         self.threads = threads
         self.tokenizer = Tokenizer.from_file(str(self.layout.folder / TOKENIZER))
+        self.prefix = read_prefix(self.layout.folder)
+        self.runtime_adapter = runtime_adapter_info(self.layout.folder)
         if backend not in ("auto", "genai", "session"):
             raise ValueError(f"unknown backend {backend!r}: expected auto, genai or session")
         if backend == "genai" and not self.layout.genai:
-            raise ValueError(f"{folder} is not an onnxruntime-genai export (no genai_config.json): use backend='session'")
+            raise ValueError(
+                f"{folder} cannot run under onnxruntime-genai (no genai_config.json, or a prompt-tuned export whose "
+                "soft prompt is a KV-cache prefix): use backend='session'"
+            )
         self.backend = "genai" if backend == "genai" or (backend == "auto" and self.layout.genai) else "session"
         if self.backend == "genai":
             from cotune.edge_runtime.genai_backend import GenaiDecoder
 
             self.decoder = GenaiDecoder(self.layout, threads)
         else:
-            self.decoder = SessionDecoder(self.layout, threads)
+            self.decoder = SessionDecoder(self.layout, threads, self.prefix)
         self._session: SessionDecoder | None = self.decoder if self.backend == "session" else None
+        self.adapter: Path | None = None
+        if adapter == DEFAULT_ADAPTER:
+            default = (self.runtime_adapter or {}).get("default")
+            adapter = self.layout.folder / default if default else None
+        self.set_adapter(adapter)
+
+    def set_adapter(self, adapter: str | Path | None) -> None:
+        """Run the following requests with the runtime LoRA adapter file `adapter` (None: the base alone)."""
+        if adapter is not None:
+            adapter = Path(adapter).expanduser().resolve()
+            if self.runtime_adapter is None:
+                raise ValueError(
+                    f"{self.layout.folder} has no LoRA inputs (its adapter, if any, is merged into the weights): "
+                    "export it with `cotune export --adapter-mode runtime` to switch adapters at runtime"
+                )
+            if not adapter.is_file():
+                raise FileNotFoundError(f"adapter file {adapter} does not exist")
+        for decoder in {id(d): d for d in (self.decoder, self._session) if d is not None}.values():
+            decoder.set_adapter(None if adapter is None else str(adapter))
+        self.adapter = adapter
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -76,9 +117,11 @@ class EdgeModel:
         ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not ids:
             raise ValueError("empty prompt: nothing to continue")
-        if len(ids) + max_new_tokens > self.layout.context_length:
+        soft = self.prefix.length if self.prefix else 0
+        if soft + len(ids) + max_new_tokens > self.layout.context_length:
             raise ValueError(
-                f"{len(ids)} prompt + {max_new_tokens} new tokens exceed the context of {self.layout.context_length}"
+                f"{len(ids)} prompt + {max_new_tokens} new tokens (+ {soft} soft-prompt) exceed the context of "
+                f"{self.layout.context_length}"
             )
         return ids
 
@@ -124,6 +167,11 @@ class EdgeModel:
 
     def sequence_logits(self, ids: list[int]) -> np.ndarray:
         """Teacher-forced logits (len(ids), V); runs a plain session over the same ONNX file on genai exports."""
+        return self.session_decoder().sequence_logits(self._ids(ids, 0))
+
+    def session_decoder(self) -> SessionDecoder:
+        """The plain-session decoder (batched scoring, teacher forcing); opened on first use on genai exports."""
         if self._session is None:
-            self._session = SessionDecoder(self.layout, self.threads)
-        return self._session.sequence_logits(self._ids(ids, 0))
+            self._session = SessionDecoder(self.layout, self.threads, self.prefix)
+            self._session.set_adapter(None if self.adapter is None else str(self.adapter))
+        return self._session

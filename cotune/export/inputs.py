@@ -44,6 +44,13 @@ class AdapterInfo:
     lora_modules: int
 
 
+@dataclass(frozen=True)
+class PromptAdapterInfo:
+    path: Path
+    sha256: str  # of adapter_model.safetensors
+    num_virtual_tokens: int
+
+
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ExportInputError(f"precision {precision!r} is not supported: expected one of {', '.join(PRECISIONS)}")
@@ -111,7 +118,7 @@ def check_adapter(path: Path, base: Path) -> AdapterInfo:
     config = json.loads((path / ADAPTER_CONFIG).read_text())
     if config.get("peft_type") != "LORA":
         raise ExportInputError(
-            f"adapter {path} is {config.get('peft_type')}: only LoRA adapters can be merged into the weights"
+            f"adapter {path} is {config.get('peft_type')}: only LoRA and prompt-tuning adapters can be exported"
         )
     with safe_open(str(path / ADAPTER_WEIGHTS), framework="numpy") as f:
         shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
@@ -150,6 +157,35 @@ def check_adapter(path: Path, base: Path) -> AdapterInfo:
         target_modules=sorted(targets) if isinstance(targets, list) else [str(targets)],
         lora_modules=len(ranks),
     )
+
+
+def check_prompt_adapter(path: Path, base: Path) -> PromptAdapterInfo:
+    """A PEFT prompt-tuning folder whose soft prompt fits the base's hidden size; headers only, no weights."""
+    from safetensors import safe_open
+
+    if not (path / ADAPTER_WEIGHTS).is_file():
+        raise ExportInputError(f"adapter folder {path} has no {ADAPTER_WEIGHTS} (expected a PEFT adapter folder)")
+    config = json.loads((path / ADAPTER_CONFIG).read_text())
+    hidden = json.loads((base / "config.json").read_text()).get("hidden_size")
+    with safe_open(str(path / ADAPTER_WEIGHTS), framework="numpy") as f:
+        shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+    shape = shapes.get("prompt_embeddings")
+    if shape is None or len(shape) != 2 or shape[1] != hidden:
+        raise ExportInputError(
+            f"prompt-tuning adapter {path} does not fit base {base}: prompt_embeddings {shape}, the base's hidden size "
+            f"is {hidden}"
+        )
+    if config.get("num_virtual_tokens") not in (None, shape[0]):
+        raise ExportInputError(f"adapter {path}: num_virtual_tokens {config['num_virtual_tokens']} != {shape[0]} rows")
+    return PromptAdapterInfo(path, file_sha256(path / ADAPTER_WEIGHTS), shape[0])
+
+
+def check_any_adapter(path: Path, base: Path) -> "AdapterInfo | PromptAdapterInfo":
+    """LoRA (merged or runtime) or prompt tuning (KV-cache prefix), by the folder's peft_type."""
+    config_file = path / ADAPTER_CONFIG
+    if config_file.is_file() and json.loads(config_file.read_text()).get("peft_type") == "PROMPT_TUNING":
+        return check_prompt_adapter(path, base)
+    return check_adapter(path, base)
 
 
 def check_output(out: Path) -> None:

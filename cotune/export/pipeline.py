@@ -4,6 +4,14 @@ Order: check every input (no work yet) -> merge the LoRA into the fp32 base -> e
 builder for Llama-family, transformers' exporter otherwise) -> quantize -> measure parity against the PyTorch
 merged model -> write manifest.json -> move the finished folder into place. Everything is built in a staging
 folder beside the target, so a failure at any step leaves no half-written output.
+
+Adapter modes (Llama-family / model builder only for the last two):
+- merged (default): the LoRA folded into the fp32 weights, then quantized with them.
+- runtime: the base alone is quantized; every decoder linear layer gets an fp32 LoRA branch fed from graph inputs
+  (cotune.export.runtime_graph) and the adapter ships as `adapters/adapter.onnx_adapter`, switchable at runtime.
+- a prompt-tuning adapter: the base is exported as it is and the soft prompt ships as its KV cache
+  (`prompt_prefix.npz`, cotune.export.prompt_prefix), run by the plain-session backend.
+The manifest's `task` (the task card) lets the device classify as cotune evaluated (cotune.edge_runtime.task).
 """
 
 import json
@@ -13,14 +21,19 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from cotune.data.tasks import ClassificationTask
 from cotune.edge_runtime.layout import MANIFEST
 from cotune.export.folder import copy_runtime_files, file_sizes, model_bytes, move_into_place, staging_folder
-from cotune.export.inputs import ExportInputError, check_adapter, check_base, check_output, check_precision
+from cotune.export.inputs import (
+    ExportInputError, PromptAdapterInfo, check_any_adapter, check_base, check_output, check_precision,
+)  # fmt: skip
 from cotune.export.logfile import output_to
 from cotune.export.prompts import PARITY_PROMPTS
 
 log = logging.getLogger(__name__)
 EXPORT_LOG = "export.log"
+ADAPTER_MODES = ("merged", "runtime")
+RUNTIME_ADAPTER = "adapters/adapter.onnx_adapter"  # the exported adapter, relative to the folder
 
 
 @dataclass
@@ -40,11 +53,17 @@ def export_edge_model(
     parity_prompts: int = 20,
     parity_tokens: int = 64,
     cache_dir: str = "",
+    task: ClassificationTask | None = None,
+    max_length: int = 128,
+    adapter_mode: str = "merged",
 ) -> ExportResult:
-    """Merge `adapter` into `base` (a model spec or HF folder) and export it to `out` at `precision`."""
+    """Export `base` (a model spec or HF folder) with `adapter` to `out` at `precision`; `task` (with the token
+    limit prompts are cut to) goes into the manifest as the folder's task card."""
     from cotune.models import resolve_model
 
     check_precision(precision)
+    if adapter_mode not in ADAPTER_MODES:
+        raise ExportInputError(f"adapter mode {adapter_mode!r} is not supported: expected one of {', '.join(ADAPTER_MODES)}")
     if not 0 <= parity_prompts <= len(PARITY_PROMPTS) or parity_tokens < 1:
         raise ExportInputError(
             f"parity: need 0..{len(PARITY_PROMPTS)} prompts and >= 1 token, got {parity_prompts} / {parity_tokens}"
@@ -52,7 +71,13 @@ def export_edge_model(
     out = Path(out).expanduser().resolve()
     check_output(out)
     base_info = check_base(resolve_model(str(base), cache_dir))
-    adapter_info = check_adapter(Path(adapter).expanduser().resolve(), base_info.path) if adapter else None
+    adapter_info = check_any_adapter(Path(adapter).expanduser().resolve(), base_info.path) if adapter else None
+    mode = "prompt_prefix" if isinstance(adapter_info, PromptAdapterInfo) else adapter_mode
+    if mode != "merged" and base_info.exporter != "builder":
+        raise ExportInputError(
+            f"base {base_info.path} ({base_info.architecture}) exports through transformers' exporter, which has no "
+            f"{'runtime LoRA inputs' if mode == 'runtime' else 'prompt-tuning export'}: only Llama-family models do"
+        )
 
     start = time.perf_counter()
     with staging_folder(out) as stage:
@@ -60,7 +85,9 @@ def export_edge_model(
         built.mkdir()
         work.mkdir()
         with output_to(built / EXPORT_LOG):  # exporters' progress bars and warnings
-            model, parity = _build(base_info, adapter_info, built, work, precision, parity_prompts, parity_tokens)
+            model, parity, extra = _build(
+                base_info, adapter_info, built, work, precision, parity_prompts, parity_tokens, mode, task, max_length
+            )
         manifest = {
             "format": "cotune-edge/1",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -71,17 +98,9 @@ def export_edge_model(
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "dequantized_from_bitsandbytes": base_info.bnb_quantized,
             },
-            "adapter": None
-            if adapter_info is None
-            else {
-                "path": str(adapter_info.path),
-                "sha256": adapter_info.sha256,
-                "sha256_of": "adapter_model.safetensors",
-                "rank": adapter_info.rank,
-                "target_modules": adapter_info.target_modules,
-                "lora_modules": adapter_info.lora_modules,
-                "merge": "peft merge_and_unload into fp32 base weights",
-            },
+            "adapter": _adapter_entry(adapter_info, mode),
+            "adapter_mode": mode,
+            **extra,
             "precision": precision,
             "exporter": _exporter_name(base_info.exporter, precision),
             "runtime": "onnxruntime-genai (og.Model) or onnxruntime" if base_info.exporter == "builder" else "onnxruntime",
@@ -96,7 +115,28 @@ def export_edge_model(
     return ExportResult(out, manifest["sizes"]["model_bytes"], precision, parity, manifest)
 
 
-def _build(base_info, adapter_info, built: Path, work: Path, precision: str, parity_prompts: int, parity_tokens: int):
+def _adapter_entry(info, mode: str) -> dict | None:
+    if info is None:
+        return None
+    entry = {"path": str(info.path), "sha256": info.sha256, "sha256_of": "adapter_model.safetensors"}
+    if mode == "prompt_prefix":
+        how = "soft prompt run through the fp32 base once; its per-layer KV cache ships as prompt_prefix.npz"
+        return {**entry, "peft_type": "PROMPT_TUNING", "num_virtual_tokens": info.num_virtual_tokens, "export": how}
+    how = {
+        "merged": "peft merge_and_unload into fp32 base weights",
+        "runtime": f"fp32 LoRA branches over the quantized base, weights in {RUNTIME_ADAPTER}",
+    }[mode]
+    return {
+        **entry, "peft_type": "LORA", "rank": info.rank, "target_modules": info.target_modules,
+        "lora_modules": info.lora_modules, "merge" if mode == "merged" else "export": how,
+    }  # fmt: skip
+
+
+def _build(
+    base_info, adapter_info, built: Path, work: Path, precision: str, parity_prompts: int, parity_tokens: int,
+    mode: str, task: ClassificationTask | None, max_length: int,
+):  # fmt: skip
+    """Export into `built`; returns the PyTorch reference model, the parity figures and extra manifest keys."""
     from transformers import AutoTokenizer
 
     from cotune.export.genai_builder import export_with_builder
@@ -105,8 +145,15 @@ def _build(base_info, adapter_info, built: Path, work: Path, precision: str, par
     from cotune.export.parity import measure_parity
     from cotune.quantization.onnx_weights import quantize_int4_weights, quantize_int8_dynamic
 
-    model = merged_model(base_info.path, adapter_info.path if adapter_info else None)
+    adapter_path = adapter_info.path if adapter_info else None
+    model = merged_model(base_info.path, adapter_path if mode == "merged" else None)
     merged = save_merged(model, base_info.path, work / "merged")
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    extra: dict = {}
+    if task is not None:
+        from cotune.export.task_card import task_card
+
+        extra["task"] = task_card(task, tokenizer, max_length)
     if base_info.exporter == "builder":
         export_with_builder(merged, built, precision, work)
     elif precision == "fp32":
@@ -117,8 +164,29 @@ def _build(base_info, adapter_info, built: Path, work: Path, precision: str, par
         quantize = quantize_int8_dynamic if precision == "int8" else quantize_int4_weights
         quantize(fp32 / "model.onnx", built / "model.onnx")
         copy_runtime_files(fp32, built)
-    tokenizer = AutoTokenizer.from_pretrained(merged)
-    return model, measure_parity(model, tokenizer, built, parity_prompts, parity_tokens)
+    reference = model
+    if mode == "runtime":
+        from cotune.export.inputs import _base_linear_shapes
+        from cotune.export.runtime_adapter import write_runtime_adapter
+        from cotune.export.runtime_graph import add_lora_inputs
+
+        modules = add_lora_inputs(built / "model.onnx", _base_linear_shapes(base_info.path))
+        extra["runtime_adapter"] = {
+            "default": RUNTIME_ADAPTER if adapter_path else None,
+            "format": "onnxruntime AdapterFormat (.onnx_adapter): lora.<module>.A (in, r), lora.<module>.B (r, out) "
+            "with peft's scaling folded into B; cotune.export.runtime_adapter.write_runtime_adapter writes one",
+            "modules_with_inputs": len(modules),
+        }
+        if adapter_path:
+            write_runtime_adapter(adapter_path, built / RUNTIME_ADAPTER)
+            reference = merged_model(base_info.path, adapter_path)
+    elif mode == "prompt_prefix":
+        from cotune.export.prompt_prefix import PromptTunedReference, write_prompt_prefix
+
+        reference = PromptTunedReference(model, adapter_path)
+        extra["prompt_prefix"] = {"file": "prompt_prefix.npz", "virtual_tokens": write_prompt_prefix(reference, built)}
+    (built / MANIFEST).write_text(json.dumps(extra))  # the runtime reads the default adapter from it for parity
+    return model, measure_parity(reference, tokenizer, built, parity_prompts, parity_tokens), extra
 
 
 def _exporter_name(exporter: str, precision: str) -> str:
