@@ -5,6 +5,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
 
+from cotune.federation.config import FederationConfig
 from cotune.federation.records import from_record, to_record
 from cotune.federation.strategies.adapter_fedavg import AdapterFedAvg
 
@@ -20,17 +21,19 @@ def _reply(arrays: ArrayRecord, num_examples=10, node=1, partition=0) -> Message
     return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=request)
 
 
-def _strategy(rows):
-    strategy = AdapterFedAvg(wire="fp32", log_row=rows.append, min_available_nodes=1, min_train_nodes=1)
+def _strategy(rows, **federation):
+    strategy = AdapterFedAvg(wire="fp32", log_row=rows.append, min_available_nodes=1, min_train_nodes=1,
+                             federation=FederationConfig(**federation))
     strategy.current = {k: v.copy() for k, v in GLOBAL.items()}
     return strategy
 
 
 def test_weighted_by_example_counts_in_any_wire_format():
+    """Claims within the operator's registry weigh as claimed."""
     ones = {k: np.ones_like(v) for k, v in GLOBAL.items()}
     threes = {k: 3 * np.ones_like(v) for k, v in GLOBAL.items()}
     rows = []
-    arrays, _ = _strategy(rows).aggregate_train(
+    arrays, _ = _strategy(rows, registered_examples=[30, 10]).aggregate_train(
         1, [_reply(to_record(ones, "int8"), 30), _reply(to_record(threes, "fp16"), 10, node=2, partition=1)]
     )
     averaged = from_record(arrays)
@@ -67,8 +70,9 @@ def test_malformed_update_is_rejected_and_state_kept(kind):
 
 def test_one_bad_update_does_not_spoil_the_good_ones():
     good = {k: np.full_like(v, 2.0) for k, v in GLOBAL.items()}
-    arrays, _ = _strategy([]).aggregate_train(1, [_reply(_bad("nan")), _reply(to_record(good, "fp32"), node=2)])
-    assert all(np.allclose(v, 2.0) for v in from_record(arrays).values())
+    replies = [_reply(_bad("nan")), _reply(to_record(good, "fp32"), node=2), _reply(to_record(good, "int8"), node=3)]
+    arrays, _ = _strategy([]).aggregate_train(1, replies)  # 2 of 3: the default quorum (a strict majority)
+    assert all(np.allclose(v, 2.0, atol=0.01) for v in from_record(arrays).values())
 
 
 def test_record_bytes_reflect_the_wire_format():
@@ -101,7 +105,7 @@ def test_an_error_reply_without_content_is_logged_and_the_others_averaged():
     dead = Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="Node Unavailable"), reply_to=request)
     rows = []
     strategy = _strategy(rows)
-    arrays, _ = strategy.aggregate_train(1, [dead, _reply(to_record(good, "fp32"), node=2)])
+    arrays, _ = strategy.aggregate_train(1, [dead, *(_reply(to_record(good, "fp32"), node=n) for n in (2, 3))])
     assert all(np.allclose(v, 2.0) for v in from_record(arrays).values())
     (failed,) = [r for r in rows if r["kind"] == "client_train" and "rejected" in r]
     assert failed["client"] == -1 and failed["node"] == 9 and "Node Unavailable" in failed["rejected"]

@@ -88,7 +88,9 @@ def reply(body: RecordDict, node: int) -> Message:
 
 
 def strategy(rows: list, **federation) -> AdapterFedAvg:
-    config = FederationConfig(**federation)
+    """quorum 0 unless given: these rounds mix a few honest replies with many hostile ones on purpose (with the
+    default strict-majority quorum such a round is skipped, tests/test_reliability_hostile.py)."""
+    config = FederationConfig(**{"quorum": 0.0, **federation})
     s = AdapterFedAvg(wire="fp32", log_row=rows.append, min_available_nodes=1, min_train_nodes=1, federation=config)
     s.current = {k: v.copy() for k, v in GLOBAL.items()}
     return s
@@ -213,7 +215,11 @@ def test_federation_config_names_the_bad_key():
     from cotune.config.loader import from_dict
 
     for bad, key in (({"aggregation": "krum"}, "aggregation"), ({"trim_fraction": 0.5}, "trim_fraction"),
-                     ({"clip_norm": -1.0}, "clip_norm"), ({"max_message_bytes": -1}, "max_message_bytes")):
+                     ({"clip_norm": -1.0}, "clip_norm"), ({"max_message_bytes": -1}, "max_message_bytes"),
+                     ({"quorum": 1.5}, "quorum"), ({"norm_action": "drop"}, "norm_action"),
+                     ({"max_examples_multiple": 0.5}, "max_examples_multiple"),
+                     ({"registered_examples": [10, 0]}, "registered_examples"),
+                     ({"norm_history_rounds": -1}, "norm_history_rounds")):
         with pytest.raises(ConfigError, match=key):
             from_dict(FederationConfig, bad)
     assert from_dict(FederationConfig, {}) == FederationConfig()

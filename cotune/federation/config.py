@@ -11,6 +11,7 @@ from cotune.config.errors import require
 from cotune.config.fields import option
 
 Aggregation = Literal["fedavg", "trimmed_mean", "median"]
+NormAction = Literal["reject", "clip"]
 
 
 @dataclass
@@ -28,6 +29,35 @@ class FederationConfig:
         10.0,
         help="Reject an update whose L2 norm exceeds this multiple of the median norm of the round's other "
         "updates; 0 turns the check off. The aggregate row of metrics.jsonl logs each round's median norm.",
+    )
+    norm_action: NormAction = option(
+        "reject",
+        help="What happens to an update over max_update_norm_multiple x its reference: rejected, or clipped to that "
+        "bound and combined (it then moves the mean by at most bound / accepted silos).",
+    )
+    norm_history_rounds: int = option(
+        5,
+        help="Closed rounds whose accepted update norms form the trusted reference norm: an update is judged against "
+        "the smaller of the median of the round's other updates and the median of these; 0: the round's medians "
+        "alone (colluders who are half of a round then vouch for each other).",
+    )
+    quorum: float = option(
+        0.5,
+        help="A round closes when more than this share of its sampled silos sent an accepted update (0.5: a strict "
+        "majority; 1: all of them); with fewer it is skipped with a logged reason and the global adapter kept. "
+        "clients.min_clients, when > 0, is a floor on top.",
+    )
+    max_examples_multiple: float = option(
+        2.0,
+        help="Without a registry of example counts: cap each silo's claimed example count (its FedAvg weight) at this "
+        "multiple of the median claim of the round's other silos, logged when it bites. 0: trust claims (one silo "
+        "can then take over the mean).",
+    )
+    registered_examples: list[int] = option(
+        default_factory=list,
+        help="Example counts the operator registered, by partition id: a silo's claim weighs at most its partition's "
+        "count (an unknown partition: the smallest count), and the median cap is not used. Empty: the simulation's "
+        "partition sizes when the server passes them, else the median cap.",
     )
     max_message_bytes: int = option(
         0, help="Reject a reply whose arrays take more bytes than this; 0: twice the largest correct reply (fp32)."
@@ -58,11 +88,21 @@ class FederationConfig:
     def dp(self) -> bool:
         return self.dp_noise_multiplier > 0
 
+    def quorum_of(self, sampled: int) -> int:
+        """Accepted updates a round of `sampled` silos needs: more than `quorum` of them, at least one."""
+        return max(1, min(sampled, int(self.quorum * sampled) + 1))
+
     def validate(self) -> None:
         require(0 <= self.trim_fraction < 0.5, "trim_fraction", "a fraction in [0, 0.5)", self.trim_fraction)
         require(self.clip_norm >= 0, "clip_norm", "a norm >= 0 (0: off)", self.clip_norm)
         multiple = self.max_update_norm_multiple
         require(multiple == 0 or multiple >= 1, "max_update_norm_multiple", "0 (off) or a number >= 1", multiple)
+        require(self.norm_history_rounds >= 0, "norm_history_rounds", "rounds >= 0 (0: off)", self.norm_history_rounds)
+        require(0 <= self.quorum <= 1, "quorum", "a share in [0, 1]", self.quorum)
+        examples = self.max_examples_multiple
+        require(examples == 0 or examples >= 1, "max_examples_multiple", "0 (off) or a number >= 1", examples)
+        registered = self.registered_examples
+        require(all(n > 0 for n in registered), "registered_examples", "example counts > 0", registered)
         require(self.max_message_bytes >= 0, "max_message_bytes", "bytes >= 0 (0: automatic)", self.max_message_bytes)
         require(self.dp_noise_multiplier >= 0, "dp_noise_multiplier", "a number >= 0", self.dp_noise_multiplier)
         require(self.dp_clipping_norm > 0, "dp_clipping_norm", "a norm > 0", self.dp_clipping_norm)

@@ -4,6 +4,10 @@ A reply is checked in the order that keeps a hostile one cheapest to refuse: rec
 decoding anything), array names, dtypes and shapes exactly as one of the wire formats produces them, then the
 decoded values (finite), its example count, and finally its update norm against the round's other updates.
 Every check returns a reason string, so a rejection is logged with what was wrong.
+
+Two numbers a silo chooses weigh in the round beyond its tensors: its update's size and its claimed example
+count. Both are judged against references a hostile *minority* cannot move: medians over the round's other replies
+(leave-one-out), and for norms also the accepted norms of earlier rounds, which a majority of honest silos set.
 """
 
 from collections.abc import Mapping
@@ -126,17 +130,52 @@ def update_norm(update: State, reference: State) -> float:
     return float(np.sqrt(sum(np.sum((update[k].astype(np.float64) - reference[k]) ** 2) for k in reference)))
 
 
-def norm_outliers(norms: Mapping[int, float], multiple: float) -> dict[int, str]:
-    """Updates whose norm exceeds `multiple` x the median norm of the *other* updates of the round.
+def median_of_others(values: Mapping[int, float], key: int) -> float:
+    """The median of every value but `key`'s: the reference for one reply, which that reply cannot shift.
 
-    Leave-one-out, so that with two silos the outsized one is caught (a plain median would sit halfway);
-    a reference median of 0 says nothing about scale and rejects nothing.
+    Leave-one-out, so that with two silos the outsized one is still judged against the other (a plain median would
+    sit halfway). With h hostile replies of n, the others' median stays among honest values while h < (n + 1) / 2.
     """
-    if multiple <= 0 or len(norms) < 2:
+    return float(np.median([v for k, v in values.items() if k != key]))
+
+
+def norm_references(norms: Mapping[int, float], trusted: float | None = None) -> dict[int, float]:
+    """The norm each update is judged against: the median of the round's other updates, lowered to `trusted` (the
+    median accepted norm of earlier rounds) when that is smaller. Colluders vouch for each other in a round's
+    medians as soon as they are half of it; they cannot raise a reference that earlier rounds' majority set, and
+    taking the smaller of the two means neither reference can be used to loosen the other."""
+    if len(norms) < 2 and not trusted:
         return {}
     out = {}
-    for key, norm in norms.items():
-        median = float(np.median([n for k, n in norms.items() if k != key]))
-        if median > 0 and norm > multiple * median:
-            out[key] = f"update norm {norm:.4g} exceeds {multiple:g} x the median {median:.4g} of the other updates"
+    for key in norms:
+        references = [median_of_others(norms, key)] if len(norms) >= 2 else []
+        if trusted:
+            references.append(trusted)
+        out[key] = min(references)
     return out
+
+
+def norm_outliers(norms: Mapping[int, float], multiple: float, trusted: float | None = None) -> dict[int, str]:
+    """Updates whose norm exceeds `multiple` x their reference (`norm_references`), with the reason.
+
+    A reference of 0 says nothing about scale and rejects nothing; `multiple` 0 turns the check off.
+    """
+    if multiple <= 0:
+        return {}
+    out = {}
+    for key, reference in norm_references(norms, trusted).items():
+        norm = norms[key]
+        if reference > 0 and norm > multiple * reference:
+            source = "the trusted norm of earlier rounds" if trusted and reference == trusted else "the median of the other updates"
+            out[key] = f"update norm {norm:.4g} exceeds {multiple:g} x {source} ({reference:.4g})"
+    return out
+
+
+def claim_caps(claims: Mapping[int, float], multiple: float) -> dict[int, float]:
+    """The most each reply's claimed example count may weigh: `multiple` x the median claim of the round's other
+    replies. FedAvg weighs a silo by a number it reports itself; without a cap one claim of 10^12 makes the global
+    adapter that silo's own. Leave-one-out for the reason of `median_of_others`; a reply alone (or `multiple` 0)
+    is not capped."""
+    if multiple <= 0 or len(claims) < 2:
+        return {key: float("inf") for key in claims}
+    return {key: multiple * median_of_others(claims, key) for key in claims}

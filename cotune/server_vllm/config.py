@@ -49,6 +49,12 @@ class ServerConfig:
         help="vLLM: serve adapters (--enable-lora). Off serves the base model only; on CPU, vLLM's LoRA path slows "
         "every decode step, adapter or not.",
     )
+    cpu_dense_lora: bool = option(
+        True,
+        help="vLLM on CPU: serve adapters with cotune's dense LoRA ops (cotune/server_vllm/vllm_cpu) instead of "
+        "vLLM's torch ops, which copy the adapter weights for every token (about 2.8x slower with an adapter on "
+        "SmolLM2-135M); GPU hosts use vLLM's own kernels either way.",
+    )
     max_lora_rank: int = option(
         8,
         help="Largest adapter rank the vLLM engine accepts (--max-lora-rank); keep it at lora.r: on CPU the LoRA "

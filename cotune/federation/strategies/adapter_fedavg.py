@@ -10,6 +10,7 @@ the combined adapter.
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
@@ -19,13 +20,16 @@ from flwr.serverapp.strategy import FedAvg
 
 from cotune.federation.config import FederationConfig
 from cotune.federation.records import from_record, to_record
+from cotune.federation.strategies.ledger import ACCEPTED, MISSING, NO_REPLY, REJECTED, RoundLedger
 from cotune.federation.validation import (
     METRICS,
     WireSchema,
+    claim_caps,
     decode_reply,
     evaluation_problem,
     examples_problem,
     norm_outliers,
+    norm_references,
     update_norm,
 )
 from cotune.quantization.wire import WireFormat
@@ -91,15 +95,28 @@ class AdapterFedAvg(FedAvg):
         log_row: RoundLogger | None = None,
         train_extras: TrainExtras | None = None,
         federation: FederationConfig | None = None,
+        min_clients: int = 0,
+        registered_examples: list[int] | None = None,
+        norm_history: Iterable[list[float]] = (),
         **fedavg_kwargs,
     ) -> None:
+        """`min_clients` (clients.min_clients): a floor on the accepted updates a round needs, on top of the
+        quorum; Flower's own `min_train_nodes` only decides how many silos are sampled. `registered_examples`:
+        each partition's example count as the server knows it (the simulation's partition sizes), used when
+        federation.registered_examples is empty. `norm_history`: the accepted `update_norm`s of the rounds already
+        closed, per round (a resumed run keeps its trusted reference)."""
         super().__init__(**fedavg_kwargs)
         self.wire, self.round_offset = wire, round_offset
         self.server_step, self.log_row = server_step, log_row or (lambda row: None)
         self.train_extras = train_extras
         self.federation = federation or FederationConfig()
+        self.min_clients = min_clients
+        self.registered_examples = list(self.federation.registered_examples or registered_examples or [])
         self.current: State = {}  # the global adapter as silos received it this round: the updates' reference
         self.accepted = 0  # updates combined in the last aggregation (DP accounting needs it)
+        self.ledger = RoundLedger()  # this round's sampled silos and what became of each
+        # Accepted norms of the last closed rounds: the reference colluders inside one round cannot move.
+        self.norm_history: deque[list[float]] = deque(norm_history, maxlen=self.federation.norm_history_rounds or None)
         self._round_start = time.perf_counter()
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
@@ -108,7 +125,9 @@ class AdapterFedAvg(FedAvg):
         sent = self._wire(arrays)
         self.current = from_record(sent)
         self._round_start = time.perf_counter()
-        return super().configure_train(server_round + self.round_offset, sent, config, grid)
+        messages = list(super().configure_train(server_round + self.round_offset, sent, config, grid))
+        self.ledger = RoundLedger(sampled=[m.metadata.dst_node_id for m in messages])
+        return messages
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
         return super().configure_evaluate(server_round + self.round_offset, self._wire(arrays), config, grid)
@@ -121,20 +140,61 @@ class AdapterFedAvg(FedAvg):
         a plain mean of clipped updates."""
         return weighted_average(updates, [1.0] * len(weights) if self.federation.dp else weights)
 
+    def needed(self) -> int:
+        """Accepted updates this round needs to close: the quorum of the sampled silos, and clients.min_clients."""
+        return max(self.federation.quorum_of(self.ledger.num_sampled()), self.min_clients)
+
+    def trusted_norm(self) -> float | None:
+        """The median accepted update norm of the last closed rounds, None before the first (or when off)."""
+        norms = [n for round_norms in self.norm_history for n in round_norms]
+        return float(np.median(norms)) if norms and self.federation.norm_history_rounds else None
+
     def _row(self, server_round: int, msg: Message) -> dict:
         client = client_id(_metrics(msg.content)) if msg.has_content() else -1
         return {"round": server_round, "kind": "client_train", "client": client, "node": msg.metadata.src_node_id}
 
-    def _reject(self, row: dict, reason: str) -> None:
+    def _reject(self, row: dict, reason: str, failed: bool = False) -> None:
         log.warning("round %d: update from node %s rejected: %s", row["round"], row["node"], reason)
-        self.log_row({**row, "rejected": reason})
+        self.ledger.reject(row["node"], row["client"], reason, failed)
+        self.log_row({**row, "status": REJECTED, "rejected": reason})
 
     def log_failures(self, server_round: int, failed: Iterable[Message]) -> None:
         """Error replies (a silo's exception; Flower's NODE_UNAVAILABLE for a silo that died) carry no content:
         a `client_train` row each, with the error's last line."""
         for msg in failed:
             last_line = (msg.error.reason or "").strip().splitlines()[-1:] or [""]  # not Ray's whole traceback
-            self._reject(self._row(server_round, msg), f"client error: {last_line[0][:200]}")
+            self._reject(self._row(server_round, msg), f"client error: {last_line[0][:200]}", failed=True)
+
+    def log_missing(self, server_round: int) -> None:
+        """A `client_train` row for each sampled silo that sent nothing at all (counted as not combined)."""
+        for node in self.ledger.missing():
+            log.warning("round %d: node %s sent no reply", server_round, node)
+            row = {"round": server_round, "kind": "client_train", "client": -1, "node": node}
+            self.log_row({**row, "status": MISSING, "rejected": NO_REPLY})
+
+    def _weights(self, server_round: int, accepted: list[tuple[Message, dict]]) -> list[float]:
+        """Each accepted reply's example count as it weighs, with the reason in its row when lowered: at most the
+        count registered for its partition when there is a registry, else at most max_examples_multiple x the
+        median claim of the round's other silos."""
+        claims = {i: float(_metrics(msg.content)["num-examples"]) for i, (msg, _) in enumerate(accepted)}
+        registry = self.registered_examples
+        caps = claim_caps(claims, 0 if registry else self.federation.max_examples_multiple)
+        weights = []
+        for i, (_, row) in enumerate(accepted):
+            if registry:
+                known = 0 <= row["client"] < len(registry)
+                cap = float(registry[row["client"]] if known else min(registry))
+                why = f"the {cap:.6g} registered for partition {row['client']}" if known else (
+                    f"{cap:.6g}, the smallest registered count (partition {row['client']} is not registered)")
+            else:
+                cap = caps[i]
+                why = f"{self.federation.max_examples_multiple:g} x the median claim of the other silos ({cap:.6g})"
+            weight = min(claims[i], cap)
+            if weight < claims[i]:
+                row["examples_capped"] = f"claimed {claims[i]:.6g} examples, weighs as {weight:.6g}: capped at {why}"
+                log.warning("round %d: node %s: %s", server_round, row["node"], row["examples_capped"])
+            weights.append(weight)
+        return weights
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -153,37 +213,59 @@ class AdapterFedAvg(FedAvg):
             else:
                 decoded[i] = (msg, state)
         norms = {i: update_norm(state, self.current) for i, (_, state) in decoded.items()}
-        for i, reason in norm_outliers(norms, self.federation.max_update_norm_multiple).items():
-            self._reject(self._row(server_round, decoded.pop(i)[0]), reason)
-        updates, weights, contents = [], [], []
+        multiple, clip_outliers = self.federation.max_update_norm_multiple, self.federation.norm_action == "clip"
+        references = norm_references(norms, self.trusted_norm())
+        clipped: dict[int, str] = {}
+        for i, reason in norm_outliers(norms, multiple, self.trusted_norm()).items():
+            if clip_outliers:
+                clipped[i] = f"{reason}: clipped to {multiple * references[i]:.4g}"
+            else:
+                self._reject(self._row(server_round, decoded.pop(i)[0]), reason)
+        accepted: list[tuple[Message, dict]] = []
+        updates, kept_norms = [], []
         for i, (msg, state) in decoded.items():
-            metrics = _metrics(msg.content)
-            self.log_row(metrics_row(self._row(server_round, msg), metrics))
+            row, norm = metrics_row(self._row(server_round, msg), _metrics(msg.content)), norms[i]
+            if i in clipped:
+                state, norm = clip_to_norm(state, self.current, norm, multiple * references[i]), multiple * references[i]
+                row["norm_clipped"] = clipped[i]
+                log.warning("round %d: node %s: %s", server_round, row["node"], clipped[i])
             if self.federation.clip_norm > 0:
-                state = clip_to_norm(state, self.current, norms[i], self.federation.clip_norm)
+                state = clip_to_norm(state, self.current, norm, self.federation.clip_norm)
+            accepted.append((msg, row))
             updates.append(state)
-            weights.append(float(metrics["num-examples"]))
-            contents.append(scalar_metrics(metrics))
-        needed = max(1, self.min_train_nodes)
+            kept_norms.append(norm)
+            self.ledger.accept(row["node"], row["client"])
+        weights = self._weights(server_round, accepted)
+        total = sum(weights) or 1.0
+        for (_, row), weight, norm in zip(accepted, weights, kept_norms):
+            self.log_row({**row, "status": ACCEPTED, "weight_share": round(weight / total, 6), "update_norm": norm})
+        self.log_missing(server_round)
+        needed = self.needed()
         self.accepted = len(updates) if len(updates) >= needed else 0
+        if self.accepted:
+            self.norm_history.append(kept_norms)
         self.log_aggregate(
             server_round,
-            rejected=len(valid) - len(updates),
-            failed=len(failed),
             median_update_norm=float(np.median([norms[i] for i in decoded])) if decoded else None,
+            trusted_update_norm=self.trusted_norm(),
+            needed=needed,
+            **self.ledger.facts(),
             **({"too_few": f"{len(updates)} acceptable updates, {needed} needed"} if not self.accepted else {}),
         )
         if not self.accepted:
             log.warning("round %d: %d acceptable updates of the %d needed; the global adapter is unchanged",
                         server_round, len(updates), needed)
             return None, None
+        contents = [scalar_metrics(_metrics(msg.content)) for msg, _ in accepted]
         return self.finish(server_round, self.combine(updates, weights), contents)
 
     def log_aggregate(self, server_round: int, **facts) -> None:
-        """One `aggregate` row per round: how many updates went in, and the training exchange's seconds."""
+        """One `aggregate` row per round: how many updates went in, what became of each sampled silo, and the
+        training exchange's seconds. The ledger starts afresh for the next round."""
         seconds = round(time.perf_counter() - self._round_start, 3)
         row = {"round": server_round, "kind": "aggregate", "aggregation": self.aggregation, "accepted": self.accepted}
         self.log_row({**row, **facts, "seconds": seconds})
+        self.ledger = RoundLedger()
 
     def finish(
         self, server_round: int, combined: State, contents: list[RecordDict]

@@ -28,8 +28,9 @@ def build_strategy(
     dp_history: Iterable[float] = (),
     **adapter_kwargs,
 ) -> Strategy:
-    """`adapter_kwargs` go to AdapterFedAvg (round_offset, log_row, train_extras, FedAvg's own arguments);
-    `dp_history` are the effective noise multipliers of rounds already released (resume keeps epsilon whole)."""
+    """`adapter_kwargs` go to AdapterFedAvg (round_offset, log_row, train_extras, min_clients, FedAvg's own
+    arguments); `dp_history` are the effective noise multipliers of rounds already released (resume keeps epsilon
+    whole)."""
     if federation.dp and wire == "int8":
         # Flower's clipping works tensor by tensor on what travels: int8 codes and their scales are not an adapter.
         raise ConfigError("quantization.wire", "fp32 or fp16 when federation.dp_noise_multiplier > 0", wire)

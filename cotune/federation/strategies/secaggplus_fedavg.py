@@ -38,6 +38,7 @@ from cotune.federation.strategies.adapter_fedavg import (
     metrics_row,
     scalar_metrics,
 )
+from cotune.federation.strategies.ledger import ACCEPTED
 from cotune.federation.validation import check_update
 
 log = logging.getLogger(__name__)
@@ -148,13 +149,18 @@ class SecAggPlusFedAvg(AdapterFedAvg):
         outcome, self.outcome = self.outcome or SecAggOutcome(0, None), None
         for node, metrics in outcome.clients:
             row = {"round": server_round, "kind": "client_train", "client": client_id(metrics), "node": node}
-            self.log_row(metrics_row(row, metrics))
+            self.ledger.accept(node, row["client"])
+            self.log_row({**metrics_row(row, metrics), "status": ACCEPTED})
+        self.log_missing(server_round)  # sampled silos that dropped out of the protocol
         mean, reason = self._unflatten(outcome.mean)
-        if mean is not None and len(outcome.clients) < (needed := max(1, self.min_train_nodes)):
+        if mean is not None and len(outcome.clients) < (needed := self.needed()):
             mean, reason = None, f"{len(outcome.clients)} silos completed the protocol, {needed} needed"
         self.accepted = len(outcome.clients) if mean is not None else 0
-        failed = outcome.sampled - len(outcome.clients)
-        self.log_aggregate(server_round, failed=failed, **({"rejected_mean": reason} if reason else {}))
+        facts = self.ledger.facts()
+        # A silo that dropped out of the protocol sent nothing usable: missing, and (as before) counted as failed;
+        # without the sample (driven without configure_train), the protocol's own count of the silos that dropped.
+        facts["failed"] = facts["missing"] if self.ledger.sampled else outcome.sampled - len(outcome.clients)
+        self.log_aggregate(server_round, **facts, **({"rejected_mean": reason} if reason else {}))
         if mean is None:
             log.warning("round %d: no usable SecAgg+ mean (%s); the global adapter is unchanged", server_round, reason)
             return None, None

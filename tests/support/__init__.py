@@ -1,0 +1,1 @@
+"""Helpers shared by tests and benchmarks/reliability.py (which puts tests/ on sys.path)."""
