@@ -72,3 +72,22 @@ def test_prompt_adapter_for_another_base(tmp_path):
     with pytest.raises(ExportInputError, match="prompt_embeddings .* hidden size"):
         export_edge_model(resolve_model("tiny-llama"), adapter, tmp_path / "out", "fp32")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_prompt_tuned_job_exports_at_the_end(tmp_path):
+    """`cotune run` with lora.method=prompt_tuning used to train every round and fail at the final export."""
+    import json
+
+    from cotune.config import load_config
+    from cotune.run.job import run_job
+
+    cfg = load_config("configs/smoke.toml", [
+        "lora.method='prompt_tuning'", "lora.num_virtual_tokens=4", "rounds.num_rounds=1", "server.backend='hf'",
+        "export.enabled=true", "export.precision='int4'", "export.parity_prompts=2", "export.parity_tokens=8",
+    ])  # fmt: skip
+    run_dir = run_job(cfg, tmp_path)
+    manifest = json.loads((run_dir / "edge" / "manifest.json").read_text())
+    assert manifest["adapter_mode"] == "prompt_prefix" and manifest["prompt_prefix"]["virtual_tokens"] == 4
+    assert json.loads((run_dir / "metrics.json").read_text())["edge"]["tokens_per_s"] > 0
+    assert len(EdgeModel(run_dir / "edge").generate("The capital of France is", 4, stop_at_eos=False).token_ids) == 4

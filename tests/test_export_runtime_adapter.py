@@ -15,7 +15,7 @@ from cotune.data.rotten_tomatoes import TASK
 from cotune.edge_runtime import EdgeClassifier, EdgeModel
 from cotune.export import ExportInputError, export_edge_model
 from cotune.export.merge import merged_model
-from cotune.export.runtime_adapter import RuntimeAdapterError, runtime_tensors, write_runtime_adapter
+from cotune.export.runtime_adapter import RuntimeAdapterError, runtime_tensors, write_beside, write_runtime_adapter
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 PROMPT = "Review: The pacing drags but the ending lands.\nSentiment (positive or negative):"
@@ -171,3 +171,20 @@ def test_cli_runtime_export_and_adapter_switch(tiny_path, adapters, tmp_path, ca
         assert capsys.readouterr().out.split("\t")[0] in TASK.labels
     want = [EdgeModel(out, adapter=a).generate(PROMPT, 8).text + "\n" for a in ("default", second, None)]
     assert outputs == want
+
+
+def test_write_beside_a_round_folder(adapters, tmp_path):
+    """What the job calls per round: the file lands next to the PEFT folder; prompt tuning writes nothing."""
+    import shutil
+
+    round_dir = tmp_path / "round_003"
+    shutil.copytree(adapters[0], round_dir / "slm_adapter")
+    written = write_beside(round_dir / "slm_adapter", version=3)
+    assert written == round_dir / "slm_adapter.onnx_adapter"
+    assert ort.AdapterFormat.read_adapter(str(written)).get_adapter_version() == 3
+    prompt = tmp_path / "prompt"
+    prompt.mkdir()
+    (prompt / "adapter_config.json").write_text(json.dumps({"peft_type": "PROMPT_TUNING"}))
+    assert write_beside(prompt) is None and not (tmp_path / "prompt.onnx_adapter").exists()
+    with pytest.raises(RuntimeAdapterError, match="no adapter_config.json"):
+        write_beside(tmp_path / "missing")

@@ -92,3 +92,16 @@ def write_runtime_adapter(peft_folder: str | Path, out_file: str | Path, version
     adapter.export_adapter(str(partial))
     os.replace(partial, out)
     return out
+
+
+def write_beside(peft_folder: str | Path, version: int = 1) -> Path | None:
+    """`<peft_folder>.onnx_adapter` next to a PEFT folder (e.g. checkpoints/round_003/slm_adapter ->
+    slm_adapter.onnx_adapter), for a device that follows the federation round by round; None (nothing written)
+    for an adapter that is not LoRA (prompt tuning ships as a KV-cache prefix at export instead)."""
+    folder = Path(peft_folder)
+    config = folder / ADAPTER_CONFIG
+    if not config.is_file():
+        raise RuntimeAdapterError(f"adapter folder {folder} has no {ADAPTER_CONFIG} (expected a PEFT folder)")
+    if json.loads(config.read_text()).get("peft_type") != "LORA":
+        return None
+    return write_runtime_adapter(folder, folder.with_name(folder.name + ADAPTER_SUFFIX), version)
