@@ -86,3 +86,21 @@ def test_bf16_engine_generates(tiny_path, tmp_path):
     with open_engine(ServerConfig(backend="hf", hf_dtype="bfloat16"), tiny_path, tmp_path) as eng:
         assert eng.model.dtype == torch.bfloat16
         assert len(eng.generate(PROMPTS[:1], Sampling(max_tokens=3))[0]) == 1
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_merged_and_unmerged_adapter_agree_and_base_weights_come_back_bit_for_bit(adapters, tiny_path, tmp_path, merge):
+    root, merged = adapters
+    cfg = ServerConfig(backend="hf", hf_batch_size=2, hf_merge_adapter=merge)
+    with open_engine(cfg, tiny_path, tmp_path) as engine:
+        before = {k: v.clone() for k, v in engine.model.state_dict().items()}
+        engine.load_adapter("llm", root / "a1")
+        with_adapter = engine.generate(PROMPTS, GREEDY, adapter="llm")
+        after = {k.replace(".base_layer", ""): v for k, v in engine.model.state_dict().items()}
+        layer = next(m for m in engine._peft.modules() if hasattr(m, "merged"))
+        assert not layer.merged, "the adapter must not stay merged after generate"
+    reference = greedy_one_by_one(merged[1], engine.tokenizer, PROMPTS, GREEDY.max_tokens)
+    assert with_adapter == [[text, text] for text in reference]
+    assert sum(key.endswith("q_proj.weight") for key in before) > 0
+    for key, value in before.items():
+        assert torch.equal(after[key], value), f"{key} changed"

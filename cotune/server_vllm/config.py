@@ -91,6 +91,11 @@ class ServerConfig:
         help="vLLM on CPU: LD_PRELOAD the Intel OpenMP runtime shipped in the vLLM environment (vLLM's advice).",
     )
     hf_batch_size: int = option(32, help="HF fallback: sequences generated together.")
+    hf_merge_adapter: bool = option(
+        True,
+        help="HF fallback: generate with a LoRA adapter merged into the base weights (restored exactly after "
+        "each call), as fast as the base model; off runs PEFT's unmerged LoRA layers.",
+    )
     hf_dtype: Dtype = option("float32", help="HF fallback: model dtype (float32 was fastest on AVX-512 CPUs).")
 
     def validate(self) -> None:
