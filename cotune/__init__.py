@@ -1,10 +1,9 @@
 """cotune: federated co-tuning of a cloud LLM and the SLMs of private silos.
 
-OpenMP threads wait passively unless the user chose otherwise. Set here, before torch loads its OpenMP runtime:
-a cotune job shares the cores between processes (the server, Ray's silo workers, the vLLM server), and with
-libgomp's default active spin-wait a 2-thread LoRA step on 2 shared cores ran 5x slower (10-19 s against 2-3 s).
+How OpenMP threads wait is chosen here, before torch loads its OpenMP runtime (see `cotune.openmp`), and
+inherited by every process the job starts (Ray's silo workers, exporters).
 """
 
-import os
+from cotune.openmp import apply_wait_policy
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+apply_wait_policy()

@@ -22,6 +22,11 @@ ANSWERS = [" positive", " negative"]
 INPUTS = ("input_ids", "attention_mask", "position_ids")
 
 
+def _topk(**kwargs) -> FedCoLLMConfig:
+    """The top-k KL over the vocabulary, ungated: the mode these tests pin down exactly."""
+    return FedCoLLMConfig(targets="topk", gate="none", **kwargs)
+
+
 @pytest.fixture(scope="module")
 def lora():
     return load_config(None, ["lora.dropout=0.0"]).lora
@@ -58,7 +63,7 @@ def _loss_on_full_logits(student, teacher, batch, cfg):
 def test_gradient_goes_into_the_student_lora_only(tokenizer, lora):
     student, teacher = _peft("tiny-llama", lora), _peft("tiny-llama-wide", lora)
     batch = encode_batch(tokenizer, PROMPTS, ANSWERS, max_length=32)
-    loss, parts = _loss_on_full_logits(student, teacher, batch, FedCoLLMConfig())
+    loss, parts = _loss_on_full_logits(student, teacher, batch, _topk())
     loss.backward()
     grads = _lora_grads(student)
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads.values())
@@ -71,7 +76,7 @@ def test_gradient_goes_into_the_student_lora_only(tokenizer, lora):
 def test_extra_left_padding_does_not_change_the_loss(tokenizer, lora):
     student, teacher = _peft("tiny-llama", lora), _peft("tiny-llama-wide", lora)
     student.eval()
-    cfg = FedCoLLMConfig()
+    cfg = _topk()
     batch = encode_batch(tokenizer, PROMPTS[:1], ANSWERS[:1], max_length=32)
     pad = 5
     padded = {
@@ -96,7 +101,7 @@ def test_distill_lowers_the_kl_it_optimizes_and_leaves_the_teacher_alone(tokeniz
     batch = encode_batch(tokenizer, PROMPTS, ANSWERS, max_length=32)
     # kd_weight 10: the KL, not the CE, drives these few steps (a random-init tiny model can move its
     # near-uniform 49,152-token distribution only a little: about 8.65 -> 7.94 here)
-    cfg = FedCoLLMConfig(steps=4, lr=1e-2, top_k=8, temperature=1.0, kd_weight=10.0)
+    cfg = _topk(steps=4, lr=1e-2, top_k=8, temperature=1.0, kd_weight=10.0)
     metrics = distill(student, teacher, [batch], cfg)
     assert metrics["steps"] == 4
     assert metrics["kl_after"] < metrics["kl_before"] - 0.3, metrics
@@ -110,9 +115,9 @@ def test_fewer_steps_than_batches_use_only_the_first_batches(tokenizer, lora):
     student, teacher = _peft("tiny-llama", lora), _peft("tiny-llama-wide", lora)
     batch = encode_batch(tokenizer, PROMPTS, ANSWERS, max_length=32)
     unanswered = encode_batch(tokenizer, PROMPTS, None, max_length=32)  # would raise if scored or trained on
-    assert distill(student, teacher, [batch, unanswered], FedCoLLMConfig(steps=1))["steps"] == 1
+    assert distill(student, teacher, [batch, unanswered], _topk(steps=1))["steps"] == 1
     with pytest.raises(ValueError, match="no (response|answer) tokens"):
-        distill(student, teacher, [batch, unanswered], FedCoLLMConfig(steps=2))
+        distill(student, teacher, [batch, unanswered], _topk(steps=2))
 
 
 def rows(batches):
@@ -142,7 +147,7 @@ def test_mismatched_vocabularies_are_refused(tokenizer, lora):
     )
     batch = encode_batch(tokenizer, PROMPTS, ANSWERS, max_length=32)
     with pytest.raises(ValueError, match="49152 tokens, teacher's has 1000"):
-        distill(student, small, [batch], FedCoLLMConfig(steps=1))
+        distill(student, small, [batch], _topk(steps=1))
 
 
 def test_mutual_distillation_runs_both_directions_in_order(tokenizer, lora, smoke_splits):
@@ -150,7 +155,7 @@ def test_mutual_distillation_runs_both_directions_in_order(tokenizer, lora, smok
     slm_before, llm_before = _snapshot(slm), _snapshot(llm)
     batches = encode_public_split(tokenizer, smoke_splits.task, smoke_splits.public.select(range(3)), 2, 32)
     assert [b["input_ids"].shape[0] for b in batches] == [2, 1]
-    cfg = FedCoLLMConfig(epochs=1.0, steps=0, lr=1e-2, top_k=8, temperature=1.0, kd_weight=10.0, order="slm_to_llm_first")
+    cfg = _topk(epochs=1.0, steps=0, lr=1e-2, top_k=8, temperature=1.0, kd_weight=10.0, order="slm_to_llm_first")
     metrics = mutual_distillation(slm, llm, iter(batches), cfg)  # a one-shot iterator serves both directions
     assert list(metrics)[0].startswith("slm_to_llm_")
     for direction in ("llm_to_slm", "slm_to_llm"):
@@ -183,7 +188,7 @@ def test_nf4_student_backpropagates_into_lora(tokenizer, lora):
     reference = _dequantized_copy(student, lora)
     teacher = _peft("tiny-llama-wide", lora)
     batch = encode_batch(tokenizer, PROMPTS, ANSWERS, max_length=32)
-    cfg = FedCoLLMConfig(steps=3, lr=1e-2, top_k=32)
+    cfg = _topk(steps=3, lr=1e-2, top_k=32, temperature=2.0, kd_weight=1.0)
     cpu = torch.device("cpu")
     teacher_targets(student, batch, cfg, cpu)  # the student first teaches (as the SLM does in slm_to_llm)
     targets = teacher_targets(teacher, batch, cfg, cpu)

@@ -14,6 +14,7 @@ from peft import PeftModel
 
 from cotune.config import load_config
 from cotune.federation.deployment.processes import kill_session
+from cotune.edge_client.adapted_lm import AdaptedLM
 from cotune.federation.cloud import CloudSide
 from cotune.federation.records import SYNTHETIC_TEXTS
 from cotune.quantization.loading import load_causal_lm
@@ -115,14 +116,15 @@ def test_a_crosslm_round_replays_exactly_whatever_ran_before_it(tmp_path, smoke_
     overrides = ["run.algorithm='crosslm'", "server.backend='hf'", "crosslm.samples_per_label=4",
                  "crosslm.max_new_tokens=8", "crosslm.llm_steps=1"]
     cfg = load_config("configs/smoke.toml", overrides)
-    cloud = CloudSide(cfg, tmp_path, smoke_splits, None, MetricsLog(tmp_path / "metrics.jsonl"))
+    slm = AdaptedLM.load(cfg)
+    cloud = CloudSide(cfg, tmp_path, smoke_splits, slm, MetricsLog(tmp_path / "metrics.jsonl"))
     cloud.grid = ScoringGrid()
-    start = cloud.llm.state()
+    start, slm_state = cloud.llm.state(), {k: v.copy() for k, v in slm.state().items()}
     outcomes = []
     for seed in (1, 2):
         torch.manual_seed(seed)  # what ran before: another round, or nothing (a resumed run)
         cloud.llm.set_state(start)
-        cloud.step(2, {})  # CrossLM alone: the SLM adapter passes through
+        assert cloud.step(2, slm_state) is slm_state  # CrossLM alone: the SLM adapter passes through
         outcomes.append((cloud.synthetic.to_pandas().to_json(), cloud.llm.state()))
     cloud.close()
     (synthetic_a, llm_a), (synthetic_b, llm_b) = outcomes

@@ -153,6 +153,11 @@ class TrainConfig:
     weight_decay: float = option(0.0, help="AdamW weight decay.")
     max_length: int = option(128, help="Token limit of prompt + answer; longer prompts are cut from the left.")
     gradient_checkpointing: bool = option(False, help="Recompute activations in backward: less memory, slower steps.")
+    release_freed_memory: bool = option(
+        False,
+        help="Return freed activation memory to the OS at once (glibc mmap threshold): lower peak RSS, ~1.5x slower "
+        "CPU steps (benchmarks/client_training.py).",
+    )
     eval_batch_size: int = option(32, help="Batch size of evaluation forwards.")
     threads: int = option(0, help="torch intra-op threads on CPU; 0 leaves torch's default.")
     seed: int = option(0, help="Seed of adapter init, batching and dropout.")
@@ -180,6 +185,11 @@ class RunConfig:
     output_root: str = option("runs", help="Parent folder of run folders (runs/<timestamp>/).")
     baselines: bool = option(True, help="Also measure zero-shot and local-only baselines on the same test.")
     progress: bool = option(True, help="Progress bars on long steps.")
+    reuse_dir: str = option(
+        "",
+        help="Folder where a job files work identical across its runs (round-1 silo updates, evaluations of the "
+        "same model on the same split) so it is done once; `cotune run` sets <run>/reuse. Empty: no reuse.",
+    )
 
     def validate(self) -> None:
         known = ("fedavg", "fedcollm", "crosslm", "cotune")

@@ -59,5 +59,6 @@ class AdaptedLM:
         batches = sample_batches(self.tokenizer, task, dataset, t.batch_size, t.max_length, seed)
         steps = steps_for(len(dataset), t.steps, t.epochs, t.batch_size, t.grad_accum)
         return train_steps(
-            self.model, batches, steps, t.lr, t.weight_decay, t.grad_accum, progress=cfg.run.progress, desc=desc
+            self.model, batches, steps, t.lr, t.weight_decay, t.grad_accum, progress=cfg.run.progress, desc=desc,
+            release_freed_memory=t.release_freed_memory,
         )

@@ -5,6 +5,7 @@ in memory between rounds, and the loss needs only the answer positions' logits.
 """
 
 import ctypes
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from cotune.data.encoding import IGNORE, answer_span, task_batch
+from cotune.data.encoding import IGNORE, TOKEN_COLUMNS, answer_span, collate, pad_id, pretokenize
 from cotune.data.tasks import ClassificationTask
 
 
@@ -25,6 +26,8 @@ class TrainResult:
     examples_seen: int
     mean_loss: float
     last_loss: float
+    seconds: float = 0.0
+    reused: bool = False  # read back from a job's reuse folder, not trained in this call
 
 
 def answer_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,15 +61,20 @@ def sample_batches(
     max_length: int,
     seed: int,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless seeded epochs over `dataset` in shuffled batches (the last short batch of an epoch is kept)."""
+    """Endless seeded epochs over `dataset` in shuffled batches (the last short batch of an epoch is kept).
+
+    Rows are tokenized once (`pretokenize`, a no-op on an already tokenized dataset); a batch only pads."""
     rng = np.random.default_rng(seed)
     if len(dataset) == 0:
         raise ValueError("cannot train on an empty dataset")
+    columns = [*TOKEN_COLUMNS, *(["weight"] if "weight" in dataset.column_names else [])]
+    encoded = pretokenize(tokenizer, task, dataset, max_length).select_columns(columns).with_format("python")
+    pad = pad_id(tokenizer)
     while True:
-        order = rng.permutation(len(dataset))
+        order = rng.permutation(len(encoded))
         for start in range(0, len(order), batch_size):
-            rows = dataset[order[start : start + batch_size]]
-            batch = task_batch(tokenizer, task, rows["text"], rows["label"], max_length)
+            rows = encoded[order[start : start + batch_size]]
+            batch = collate(rows["input_ids"], rows["labels"], pad)
             if "weight" in rows:
                 batch["weight"] = torch.tensor(rows["weight"], dtype=torch.float32)
             yield batch
@@ -88,7 +96,9 @@ def return_freed_tensors_to_os() -> bool:
 
     By default glibc raises the threshold to the size of each large block freed (up to 32 MiB); from then on
     activations and their temporaries come from the heap, and what they free stays resident: 200-300 MB of extra
-    peak RSS per step on the 90M SLM, as much as its 4-bit base saves. Process-wide, once; False without glibc.
+    peak RSS per step on the 90M SLM, as much as its 4-bit base saves. But every large temporary then costs an
+    mmap/munmap pair and fresh page faults: steps ran ~1.5x slower, so it is opt-in (`train.release_freed_memory`).
+    Process-wide, once; False without glibc.
     """
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     return bool(mallopt and mallopt(M_MMAP_THRESHOLD, 128 * 1024))
@@ -103,8 +113,12 @@ def train_steps(
     grad_accum: int = 1,
     progress: bool = False,
     desc: str = "train",
+    release_freed_memory: bool = False,
 ) -> TrainResult:
-    """Run `steps` AdamW steps on the trainable parameters; the optimizer lives only for this call (a round)."""
+    """Run `steps` AdamW steps on the trainable parameters; the optimizer lives only for this call (a round).
+
+    `release_freed_memory` pins glibc's mmap threshold (see `return_freed_tensors_to_os`): lower peak RSS, slower
+    steps (measured in `benchmarks/client_training.py`)."""
     from tqdm.auto import tqdm
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -112,8 +126,9 @@ def train_steps(
         raise ValueError("model has no trainable parameters; attach an adapter first")
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     device = next(iter(params)).device
-    if device.type == "cpu":
+    if release_freed_memory and device.type == "cpu":
         return_freed_tensors_to_os()
+    start = time.perf_counter()
     model.train()
     iterator = iter(batches)
     losses, seen = [], 0
@@ -129,4 +144,7 @@ def train_steps(
         optimizer.step()
         losses.append(step_loss)
     model.eval()
-    return TrainResult(steps=steps, examples_seen=seen, mean_loss=float(np.mean(losses)), last_loss=losses[-1])
+    return TrainResult(
+        steps=steps, examples_seen=seen, mean_loss=float(np.mean(losses)), last_loss=losses[-1],
+        seconds=round(time.perf_counter() - start, 3),
+    )

@@ -63,6 +63,8 @@ def train(msg: Message, context: Context) -> Message:
             "train-last-loss": result.last_loss,
             "examples-seen": result.examples_seen,
             "train-seconds": time.perf_counter() - start,
+            "train-steps": result.steps,
+            "reused": int(result.reused),
             "bytes-up": record_bytes(reply),
             "bytes-down": record_bytes(msg.content["arrays"]) + sum(len(t.encode()) + 8 for t in texts),
             "synthetic-examples": len(texts),
@@ -75,9 +77,15 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     cfg = config_from_record(msg.content["config"])
     silo = _silo(cfg, context)
+    start = time.perf_counter()
     accuracy = silo.evaluate(from_record(msg.content["arrays"]))
     metrics = MetricRecord(
-        {"num-examples": len(silo.val_data), "partition-id": silo.partition_id, "val-accuracy": accuracy}
+        {
+            "num-examples": len(silo.val_data),
+            "partition-id": silo.partition_id,
+            "val-accuracy": accuracy,
+            "eval-seconds": time.perf_counter() - start,
+        }
     )
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 

@@ -16,6 +16,7 @@ from cotune.algorithms.crosslm.step import CrossLMStep
 from cotune.algorithms.fedcollm.mutual import encode_public_split, mutual_distillation
 from cotune.config import CotuneConfig
 from cotune.data import TaskSplits
+from cotune.data.encoding import label_token_ids
 from cotune.edge_client.adapted_lm import AdaptedLM
 from cotune.federation.queries import ask_scores
 from cotune.models import resolve_model
@@ -57,19 +58,26 @@ class CloudSide:
         if self.kd:
             state = self._distill(server_round, state)
         if self.crosslm:
+            self.slm.set_state(state)
             self._crosslm(server_round)
         return state
 
     def _distill(self, server_round: int, state: State) -> State:
         self.slm.set_state(state)
-        before = self.slm.accuracy(self.splits.task, self.splits.test, self.cfg)
+        with self.metrics.timed("central_eval_slm", server_round, stage="before_kd"):
+            before = self.slm.accuracy(self.splits.task, self.splits.test, self.cfg)
         c = self.cfg.fedcollm
         batches = encode_public_split(
             self.slm.tokenizer, self.splits.task, self.splits.public, c.batch_size, self.cfg.train.max_length,
             seed=self.cfg.data.seed + server_round,
         )
         torch.manual_seed(self.cfg.train.seed + server_round)  # LoRA dropout: a resumed round replays exactly
-        result = mutual_distillation(self.slm.model, self.llm.model, batches, c, progress=self.cfg.run.progress)
+        label_ids = label_token_ids(self.slm.tokenizer, self.splits.task)
+        result = mutual_distillation(
+            self.slm.model, self.llm.model, batches, c, label_ids, progress=self.cfg.run.progress
+        )
+        for direction in ("llm_to_slm", "slm_to_llm"):
+            self.metrics.time_row(f"distill_{direction}", result[f"{direction}_seconds"], server_round)
         self.metrics.write(
             {"round": server_round, "kind": "fedcollm", "slm_test_accuracy_before_kd": before, **result}
         )
@@ -79,7 +87,8 @@ class CloudSide:
         c = self.cfg.crosslm
         if self.engine is None:
             llm_dir = resolve_model(self.cfg.models.llm, self.cfg.models.cache_dir)
-            self.engine = open_engine(self.cfg.server, llm_dir, self.run_dir / "logs")
+            with self.metrics.timed("engine_start", server_round):
+                self.engine = open_engine(self.cfg.server, llm_dir, self.run_dir / "logs")
         adapter = self._publish_llm_adapter(server_round)
         sampling = Sampling(n=c.samples_per_label, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_new_tokens)
         step = CrossLMStep(
@@ -95,7 +104,23 @@ class CloudSide:
         torch.manual_seed(self.cfg.server.seed + server_round)
         outcome = step(server_round)
         self.synthetic = outcome.synthetic
-        self.metrics.write({"round": server_round, "kind": "crosslm", **outcome.metrics})
+        for phase in ("generate", "score", "llm_update"):
+            if f"seconds_{phase}" in outcome.metrics:
+                self.metrics.time_row(f"crosslm_{phase}", outcome.metrics[f"seconds_{phase}"], server_round)
+        with self.metrics.timed("crosslm_fidelity", server_round):
+            fidelity = self._label_fidelity(outcome.synthetic)
+        self.metrics.write({"round": server_round, "kind": "crosslm", **outcome.metrics, **fidelity})
+
+    def _label_fidelity(self, kept: Dataset) -> dict[str, float]:
+        """Do the kept samples carry the label they claim? The updated LLM's and the global SLM's agreement."""
+        if len(kept) == 0:
+            return {}
+        labels = np.asarray(kept["label"])
+        return {
+            f"{name}_agrees_with_label": float((lm.label_probabilities(self.splits.task, kept["text"], self.cfg)
+                                                 .argmax(1) == labels).mean())
+            for name, lm in (("llm", self.llm), ("slm", self.slm))
+        }
 
     def _publish_llm_adapter(self, server_round: int) -> str:
         """The LLM adapter as a PEFT folder the engine loads live (no restart), named by round."""

@@ -3,6 +3,7 @@
 Flower-facing only through `grid` and the strategy, so the same loop runs in simulation and deployment.
 """
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from cotune.edge_client.evaluate import perplexity
 from cotune.federation.cloud import CloudSide
 from cotune.federation.records import config_record, from_record, samples_record, to_record
 from cotune.federation.strategies.factory import build_strategy
+from cotune.memo import Memo, fingerprint
 from cotune.run.checkpoint import Checkpoints, load_adapter_tensors
 from cotune.run.metrics import MetricsLog
 from cotune.server_vllm.engine import GenerationEngine
@@ -25,14 +27,40 @@ GLOBAL_ADAPTER = "global_adapter"
 PPL_TEXTS = 50  # held-out plot summaries: another register than the reviews
 
 
+def reuse_memo(cfg: CotuneConfig) -> Memo | None:
+    return Memo(Path(cfg.run.reuse_dir) / "evaluations") if cfg.run.reuse_dir else None
+
+
+def eval_facts(cfg: CotuneConfig) -> dict:
+    """What an evaluation's result depends on besides the model's adapter."""
+    return {
+        "models": dataclasses.asdict(cfg.models), "quantization": dataclasses.asdict(cfg.quantization),
+        "data": dataclasses.asdict(cfg.data), "silos": cfg.clients.num_clients, "lora": dataclasses.asdict(cfg.lora),
+        "eval": [cfg.train.eval_batch_size, cfg.train.max_length],
+    }
+
+
+def slm_test_accuracy(slm: AdaptedLM, splits, cfg: CotuneConfig, memo: Memo | None) -> float:
+    """The SLM's held-out accuracy with its current adapter; the same adapter is evaluated once per job."""
+    compute = lambda: slm.accuracy(splits.task, splits.test, cfg)  # noqa: E731
+    if memo is None:
+        return compute()
+    return memo.value(fingerprint("slm-test", eval_facts(cfg), slm.state()), compute)[0]
+
+
 def log_llm(cloud: CloudSide, metrics: MetricsLog, server_round: int, stage: str) -> None:
     """The LLM's task accuracy and its perplexity on other-domain text, so co-tuning's cost to it shows."""
-    texts = load_plot_summaries()[:PPL_TEXTS]
-    llm = cloud.llm
-    ppl = perplexity(llm.model, llm.tokenizer, texts, cloud.cfg.train.eval_batch_size, cloud.cfg.train.max_length)
-    metrics.write(
-        {"round": server_round, "kind": "llm", "stage": stage, "test_accuracy": cloud.llm_accuracy(), "plot_ppl": ppl}
-    )
+    llm, cfg = cloud.llm, cloud.cfg
+
+    def compute() -> dict:
+        texts = load_plot_summaries()[:PPL_TEXTS]
+        ppl = perplexity(llm.model, llm.tokenizer, texts, cfg.train.eval_batch_size, cfg.train.max_length)
+        return {"test_accuracy": cloud.llm_accuracy(), "plot_ppl": ppl}
+
+    memo = reuse_memo(cfg)
+    with metrics.timed("central_eval_llm", server_round, stage=stage):
+        result = compute() if memo is None else memo.value(fingerprint("llm", eval_facts(cfg), llm.state()), compute)[0]
+    metrics.write({"round": server_round, "kind": "llm", "stage": stage, **result})
 
 
 def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path, engine: GenerationEngine | None = None) -> None:
@@ -40,8 +68,11 @@ def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path, engine: GenerationE
     metrics = MetricsLog(run_dir / "metrics.jsonl")
     checkpoints = Checkpoints(run_dir)
     splits = build_splits(cfg.data, cfg.clients.num_clients)
-    slm = AdaptedLM.load(cfg)
-    cloud = CloudSide(cfg, run_dir, splits, slm, metrics, engine)
+    with metrics.timed("load_slm", scope="job"):
+        slm = AdaptedLM.load(cfg)
+    with metrics.timed("load_llm", scope="job"):
+        cloud = CloudSide(cfg, run_dir, splits, slm, metrics, engine)
+    memo = reuse_memo(cfg)
     state = slm.state()
     start_round = 0
     if (latest := checkpoints.latest()) is not None:
@@ -64,10 +95,12 @@ def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path, engine: GenerationE
             return None  # the restored state was evaluated when its round completed
         current = server_round + start_round
         slm.set_state(from_record(arrays))
-        accuracy = slm.accuracy(splits.task, splits.test, cfg)
+        with metrics.timed("central_eval_slm", current):
+            accuracy = slm_test_accuracy(slm, splits, cfg, memo)
         metrics.write({"round": current, "kind": "global", "test_accuracy": accuracy})
         if current > 0:
-            checkpoints.save(current, save_round)
+            with metrics.timed("checkpoint", current):
+                checkpoints.save(current, save_round)
         return MetricRecord({"test-accuracy": accuracy})
 
     n = cfg.clients.num_clients

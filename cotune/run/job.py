@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import time
 import tomllib
 from pathlib import Path
@@ -18,9 +19,12 @@ from cotune.federation.server_app import new_run_dir
 from cotune.federation.server_loop import GLOBAL_ADAPTER
 from cotune.federation.simulation import simulate
 from cotune.models import resolve_model
-from cotune.run.baselines import local_only
-from cotune.run.report import render_report, summarize, write_summary
-from cotune.server_vllm.engine import open_engine
+from cotune.federation.cloud import USES_LLM
+from cotune.openmp import REASON_ENV
+from cotune.run.baselines import llm_public_only, local_only
+from cotune.run.engine_start import BackgroundEngine
+from cotune.run.metrics import MetricsLog
+from cotune.run.report import collect_time_rows, render_report, summarize, time_table, write_summary
 
 log = logging.getLogger(__name__)
 GENERATES = ("crosslm", "cotune")
@@ -37,31 +41,42 @@ def with_algorithm(cfg: CotuneConfig, algorithm: str) -> CotuneConfig:
     return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, algorithm=algorithm, compare=[]))
 
 
-def _shared_engine(cfg: CotuneConfig, algorithms: list[str], run_dir: Path):
-    """One generation engine for every run of the job that generates: vLLM's start is paid once."""
-    if not any(a in GENERATES for a in algorithms):
+def _shared_engine(cfg: CotuneConfig, algorithms: list[str], run_dir: Path, metrics: MetricsLog):
+    """One generation engine for every run of the job that generates, started now in the background: vLLM's
+    start is paid once, beside the first round's silo training."""
+    pending = [a for a in algorithms if not _finished(_folder(cfg, run_dir, a))]
+    if not any(a in GENERATES for a in pending):
         return contextlib.nullcontext(None)
     llm_dir = resolve_model(cfg.models.llm, cfg.models.cache_dir)
-    return open_engine(cfg.server, llm_dir, run_dir / "logs")
+    return BackgroundEngine(cfg.server, llm_dir, run_dir / "logs", metrics)
 
 
-def run_federations(cfg: CotuneConfig, run_dir: Path) -> dict[str, Path]:
+def _folder(cfg: CotuneConfig, run_dir: Path, algorithm: str) -> Path:
+    return run_dir if algorithm == cfg.run.algorithm else run_dir / "compare" / algorithm
+
+
+def _finished(folder: Path) -> bool:
+    return (folder / GLOBAL_ADAPTER / "adapter_config.json").is_file()
+
+
+def run_federations(cfg: CotuneConfig, run_dir: Path, metrics: MetricsLog) -> dict[str, Path]:
     """Run (or finish) every algorithm of the job; returns each one's folder."""
     algorithms = [cfg.run.algorithm] + [a for a in cfg.run.compare if a != cfg.run.algorithm]
-    folders = {a: run_dir if a == cfg.run.algorithm else run_dir / "compare" / a for a in algorithms}
-    with _shared_engine(cfg, algorithms, run_dir) as engine:
+    folders = {a: _folder(cfg, run_dir, a) for a in algorithms}
+    with _shared_engine(cfg, algorithms, run_dir, metrics) as engine:
         for algorithm, folder in folders.items():
-            if (folder / GLOBAL_ADAPTER / "adapter_config.json").is_file():
+            if _finished(folder):
                 continue  # finished before an interruption
             folder.mkdir(parents=True, exist_ok=True)
             log.info("federation: %s -> %s", algorithm, folder)
-            simulate(with_algorithm(cfg, algorithm), folder, engine)
-            if not (folder / GLOBAL_ADAPTER / "adapter_config.json").is_file():
+            with metrics.timed("federation", algorithm=algorithm, scope="job"):
+                simulate(with_algorithm(cfg, algorithm), folder, engine)
+            if not _finished(folder):
                 raise RuntimeError(f"federation '{algorithm}' did not complete: no {GLOBAL_ADAPTER} in {folder}")
     return folders
 
 
-def export_edge(cfg: CotuneConfig, run_dir: Path) -> dict:
+def export_edge(cfg: CotuneConfig, run_dir: Path, metrics: MetricsLog) -> dict:
     """The final global SLM as a quantized ONNX model in `edge/`, with its size and decode speed."""
     from cotune.edge_runtime.speed import measure_tokens_per_s
     from cotune.edge_runtime.layout import MANIFEST
@@ -70,45 +85,66 @@ def export_edge(cfg: CotuneConfig, run_dir: Path) -> dict:
     out = run_dir / "edge"
     if not (out / MANIFEST).is_file():
         e = cfg.export
-        export_edge_model(
-            cfg.models.slm, run_dir / GLOBAL_ADAPTER, out, e.precision, e.parity_prompts, e.parity_tokens,
-            cfg.models.cache_dir,
-        )
+        with metrics.timed("export", scope="job"):
+            export_edge_model(
+                cfg.models.slm, run_dir / GLOBAL_ADAPTER, out, e.precision, e.parity_prompts, e.parity_tokens,
+                cfg.models.cache_dir,
+            )
     manifest = json.loads((out / MANIFEST).read_text())
     prompt = build_splits(cfg.data, cfg.clients.num_clients).task.generation_prompt(1)
+    with metrics.timed("edge_speed_check", scope="job"):
+        tokens_per_s = measure_tokens_per_s(out, prompt, new_tokens=64)
     return {
         "path": str(out),
         "precision": manifest["precision"],
         "size_mb": round(manifest["sizes"]["model_bytes"] / 2**20, 1),
-        "tokens_per_s": round(measure_tokens_per_s(out, prompt, new_tokens=64), 1),
+        "tokens_per_s": round(tokens_per_s, 1),
         "parity": manifest["parity"],
     }
+
+
+def with_reuse(cfg: CotuneConfig, run_dir: Path) -> CotuneConfig:
+    """The job's runs share one reuse folder (absolute: Ray's workers may run elsewhere), unless one is set."""
+    if cfg.run.reuse_dir:
+        return cfg
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, reuse_dir=str((run_dir / "reuse").resolve())))
 
 
 def run_job(cfg: CotuneConfig, run_dir: Path | None = None) -> Path:
     """Run (or, given an existing run folder, resume) the job; returns the run folder."""
     start = time.perf_counter()
     run_dir = run_dir or new_run_dir(cfg.run.output_root)
+    cfg = with_reuse(cfg, run_dir)
     (run_dir / "config.toml").write_text(dump_toml(cfg))
     log.info("run folder: %s", run_dir)
-    folders = run_federations(cfg, run_dir)
-    baselines = {}
+    log.info("OpenMP: %s", os.environ.get(REASON_ENV, "not chosen by cotune"))
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    folders = run_federations(cfg, run_dir, metrics)
+    baselines, llm_baseline = {}, {}
     if cfg.run.baselines:
-        baselines = local_only(cfg, build_splits(cfg.data, cfg.clients.num_clients), run_dir)
+        splits = build_splits(cfg.data, cfg.clients.num_clients)
+        with metrics.timed("local_only", scope="job"):
+            baselines = local_only(cfg, splits, run_dir)
+        if cfg.run.algorithm in USES_LLM:
+            with metrics.timed("llm_public_only", scope="job"):
+                llm_baseline = llm_public_only(cfg, splits, run_dir)
     compared = {}
     for algorithm, folder in folders.items():
         if folder != run_dir:
             compared[algorithm] = summarize(folder, algorithm, baselines, 0.0)
             write_summary(folder, compared[algorithm])
     summary = summarize(run_dir, cfg.run.algorithm, baselines, time.perf_counter() - start)
+    if llm_baseline and "llm_accuracy" in summary:
+        summary["llm_accuracy"]["public_only"] = llm_baseline["test_accuracy"]
     for algorithm, sub in compared.items():
         summary["slm_accuracy"][algorithm] = sub["slm_accuracy"][algorithm]
         summary.setdefault("compare", {})[algorithm] = {
             k: sub[k] for k in ("slm_accuracy", "llm_accuracy", "llm_generalization_ppl") if k in sub
         }
     if cfg.export.enabled:
-        summary["edge"] = export_edge(cfg, run_dir)
+        summary["edge"] = export_edge(cfg, run_dir, metrics)
     summary["wall_seconds"] = round(time.perf_counter() - start, 1)
+    summary["time"] = time_table(collect_time_rows(run_dir, folders), summary["wall_seconds"])
     write_summary(run_dir, summary)
     report = render_report(run_dir, summary, f"cotune run {run_dir.name} ({cfg.run.algorithm})")
     log.info("report: %s", report)

@@ -29,15 +29,60 @@ def round_table(rows: list[dict]) -> list[dict]:
         }
         if rnd in kd:
             entry["slm_accuracy_before_kd"] = kd[rnd]["slm_test_accuracy_before_kd"]
+            if "llm_to_slm_distilled" in kd[rnd]:
+                entry["distilled"] = {
+                    d: [kd[rnd][f"{d}_distilled"], kd[rnd][f"{d}_examples"]] for d in ("llm_to_slm", "slm_to_llm")
+                }
         if rnd in cross:
             entry["crosslm"] = {k: v for k, v in cross[rnd].items() if k not in ("time", "round", "kind")}
         table.append(entry)
     return table
 
 
-def summarize(
-    run_dir: Path, algorithm: str, local_only: dict[str, float], wall_seconds: float, extra: dict | None = None
-) -> dict:
+# Phases timed inside a federation, besides silo work (which the silos report in their replies).
+SILO_PHASES = {"client_train": ("silo_training", "train_seconds"), "client_eval": ("silo_eval", "eval_seconds")}
+
+
+def collect_time_rows(run_dir: Path, folders: dict[str, Path]) -> list[dict]:
+    """Every `time` row of the job (its own and each run's), plus silo training and evaluation from the silos'
+    reply rows; an update read back from the reuse folder costs nothing and is counted as such."""
+    rows: list[dict] = []
+    for folder in {run_dir, *folders.values()}:
+        for r in MetricsLog(folder / "metrics.jsonl").rows():
+            if r["kind"] == "time":
+                rows.append(r)
+            elif r["kind"] in SILO_PHASES and "rejected" not in r:
+                phase, key = SILO_PHASES[r["kind"]]
+                if key in r:
+                    reused = bool(r.get("reused"))
+                    seconds = 0.0 if reused else float(r[key])
+                    rows.append({"phase": phase, "seconds": seconds, "round": r["round"], "reused": reused})
+    return rows
+
+
+def time_table(rows: list[dict], wall_seconds: float) -> list[dict]:
+    """Seconds per phase, largest first, with their share of the wall time; phases that ran beside others
+    (`overlapped`) are listed but not counted; what no phase covers (Flower, Ray, process starts) is 'other'."""
+    totals: dict[str, dict] = {}
+    for r in rows:
+        if r["phase"] == "federation":
+            continue  # contains the phases below
+        entry = totals.setdefault(r["phase"], {"phase": r["phase"], "seconds": 0.0, "count": 0, "reused": 0})
+        entry["seconds"] += r["seconds"]
+        entry["count"] += 1
+        entry["reused"] += int(bool(r.get("reused")))
+        entry["overlapped"] = bool(r.get("overlapped"))
+    table = sorted(totals.values(), key=lambda e: -e["seconds"])
+    counted = sum(e["seconds"] for e in table if not e["overlapped"])
+    table.append({"phase": "other", "seconds": max(wall_seconds - counted, 0.0), "count": 1, "reused": 0,
+                  "overlapped": False})
+    for e in table:
+        e["seconds"] = round(e["seconds"], 1)
+        e["share"] = round(e["seconds"] / wall_seconds, 3) if wall_seconds > 0 and not e["overlapped"] else None
+    return table
+
+
+def summarize(run_dir: Path, algorithm: str, local_only: dict[str, float], wall_seconds: float) -> dict:
     rows = MetricsLog(run_dir / "metrics.jsonl").rows()
     rounds = round_table(rows)
     zero_shot = next((r["test_accuracy"] for r in _by_kind(rows, "global") if r["round"] == 0), None)
@@ -57,8 +102,10 @@ def summarize(
         summary["llm_accuracy"] = {stage: r["test_accuracy"] for stage, r in llm.items()}
         ppl = {("before" if stage == "zero_shot" else stage): r["plot_ppl"] for stage, r in llm.items()}
         summary["llm_generalization_ppl"] = ppl
-    if extra:
-        summary.update(extra)
+    trained = [r for r in rows if r["kind"] == "client_train" and "rejected" not in r and not r.get("reused")]
+    steps = sum(int(r.get("train_steps", 0)) for r in trained)
+    if steps:
+        summary["silo_step_seconds"] = round(sum(float(r["train_seconds"]) for r in trained) / steps, 3)
     return summary
 
 
@@ -121,8 +168,10 @@ def render_report(run_dir: Path, summary: dict, title: str) -> Path:
             "| LLM | test accuracy | perplexity on plot summaries (other domain) |",
             "|---|---|---|",
             f"| zero-shot | {_pct(llm.get('zero_shot'))} | {ppl.get('before', float('nan')):.2f} |",
-            f"| after co-tuning | {_pct(llm.get('after'))} | {ppl.get('after', float('nan')):.2f} |",
         ]
+        if "public_only" in llm:
+            lines.append(f"| trained on the public split alone (same steps, CE only) | {_pct(llm['public_only'])} | |")
+        lines.append(f"| after co-tuning | {_pct(llm.get('after'))} | {ppl.get('after', float('nan')):.2f} |")
     lines += [
         "",
         "| round | global SLM accuracy | before KD | silos (rejected) | bytes up | bytes down | mean train loss |",
@@ -137,25 +186,49 @@ def render_report(run_dir: Path, summary: dict, title: str) -> Path:
     if cross:
         lines += [
             "",
-            "| round | generated | mean silo score | accepted | label agreement | kept for silos |",
+            "| round | generated | mean silo score | accepted | kept for silos | LLM / SLM agree with the kept "
+            "samples' labels |",
             "|---|---|---|---|---|---|",
         ]
         for r in cross:
             c = r["crosslm"]
             lines.append(
                 f"| {r['round']} | {c.get('generated', 0)} | {c.get('mean_score', float('nan')):.3f} | "
-                f"{_pct(c.get('acceptance_rate'))} | {_pct(c.get('label_agreement'))} | {c.get('kept', 0)} |"
+                f"{_pct(c.get('acceptance_rate'))} | {c.get('kept', 0)} | "
+                f"{_pct(c.get('llm_agrees_with_label'))} / {_pct(c.get('slm_agrees_with_label'))} |"
             )
     if "edge" in summary:
         e = summary["edge"]
         lines += [
             "",
             f"Edge model ({e['precision']} ONNX): `{e['path']}`, {e['size_mb']} MB, {e['tokens_per_s']} tokens/s "
-            "(batch 1, 2 threads, ONNX Runtime).",
+            "(batch 1, ONNX Runtime).",
         ]
+    kd = [r for r in summary["rounds"] if "distilled" in r]
+    if kd:
+        lines += [
+            "",
+            "| round | LLM -> SLM: examples distilled / seen | SLM -> LLM: examples distilled / seen |",
+            "|---|---|---|",
+        ]
+        for r in kd:
+            d = r["distilled"]
+            lines.append(
+                f"| {r['round']} | {d['llm_to_slm'][0]} / {d['llm_to_slm'][1]} | {d['slm_to_llm'][0]} / {d['slm_to_llm'][1]} |"
+            )
     if plot_rounds(run_dir, summary):
         lines += ["", "![accuracy per round](accuracy.png)"]
-    lines += ["", f"Wall time: {summary['wall_seconds']:.0f} s.", ""]
+    lines += ["", "## Performance", ""]
+    if summary.get("time"):
+        lines += ["Where the time went (the whole job: every run, baselines, export):", "",
+                  "| phase | seconds | share of wall time | times (reused) |", "|---|---|---|---|"]
+        for e in summary["time"]:
+            share = "beside other work" if e["share"] is None else f"{100 * e['share']:.1f}%"
+            lines.append(f"| {e['phase']} | {e['seconds']:,.1f} | {share} | {e['count']} ({e['reused']}) |")
+        lines.append("")
+    if "silo_step_seconds" in summary:
+        lines.append(f"Silo step (trained, not reused): {summary['silo_step_seconds']:.2f} s.")
+    lines += [f"Wall time: {summary['wall_seconds']:.0f} s.", ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))
     return path

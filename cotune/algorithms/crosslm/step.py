@@ -5,6 +5,7 @@ columns, as `cotune.server_vllm.synthetic` produces), scores come from `ask_scor
 """
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -62,13 +63,16 @@ class CrossLMStep:
         self.batch_size, self.max_length = batch_size, max_length
 
     def __call__(self, server_round: int) -> CrossLMOutcome:
+        start = time.perf_counter()
         samples = self.generate(server_round)
-        metrics: dict = {"generated": len(samples)}
+        metrics: dict = {"generated": len(samples), "seconds_generate": round(time.perf_counter() - start, 3)}
         if len(samples) == 0:
             log.warning("round %d: generation yielded no usable sample; CrossLM step skipped", server_round)
             return CrossLMOutcome(_empty(), {**metrics, "skipped": "no usable sample"})
         texts, labels = list(samples["text"]), list(samples["label"])
+        start = time.perf_counter()
         replies = self.ask_scores(texts, labels)
+        metrics["seconds_score"] = round(time.perf_counter() - start, 3)
         metrics["bytes_down_samples"] = len(replies) * sum(len(t.encode()) + 8 for t in texts)
         metrics["bytes_up_scores"] = 8 * sum(len(s) for s in replies.values())
         valid = {}
@@ -91,8 +95,9 @@ class CrossLMStep:
         )
         if self.cfg.llm_steps and rewards.weights.sum() > 0:
             batches = reward_batches(self.llm, samples, rewards.weights, self.batch_size, self.max_length, server_round)
+            start = time.perf_counter()
             result = train_steps(self.llm.model, batches, self.cfg.llm_steps, self.cfg.llm_lr, desc="llm reward update")
-            metrics["llm_reward_loss"] = result.mean_loss
+            metrics.update(llm_reward_loss=result.mean_loss, seconds_llm_update=round(time.perf_counter() - start, 3))
         best = select_best(rewards, self.cfg.max_synthetic)
         metrics["kept"] = int(len(best))
         kept = samples.select(best).add_column("score", rewards.consensus[best].tolist())

@@ -9,12 +9,26 @@ from cotune.config.fields import option
 
 @dataclass
 class FedCoLLMConfig:
-    top_k: int = option(
-        128, help="Teacher logits kept per response token (capped at the vocabulary); the rest gets no mass."
+    targets: Literal["label_words", "topk"] = option(
+        "label_words",
+        help="What the student matches: the teacher's distribution over the task's label words at the answer "
+        "position (renormalized), or its top-k tokens at every answer position (FedCoLLM's reference code).",
     )
-    temperature: float = option(2.0, help="Softening temperature T of teacher and student distributions.")
+    top_k: int = option(
+        128, help="Teacher logits kept per response token when targets = 'topk' (capped at the vocabulary)."
+    )
+    temperature: float = option(
+        1.0, help="Softening temperature T of teacher and student distributions (T = 1 suits language models)."
+    )
     kd_weight: float = option(
-        1.0, help="lambda in L = CE + lambda * T^2 * KL(p_teacher || q_student), token means over response tokens."
+        0.1,
+        help="lambda in L = CE + lambda * T^2 * KL(p_teacher || q_student): CE-dominant, as FedMKT's 0.9 / 0.1, so "
+        "the labels, not a weaker teacher's guesses, lead.",
+    )
+    gate: Literal["teacher_better", "none"] = option(
+        "teacher_better",
+        help="Distil an example only while the teacher's loss on its label is below the student's (FedMKT's "
+        "DualMinCE): a teacher cannot pull the student away where the student already knows better.",
     )
     order: Literal["llm_to_slm_first", "slm_to_llm_first"] = option(
         "llm_to_slm_first", help="Which direction is distilled first each round."
@@ -23,7 +37,10 @@ class FedCoLLMConfig:
         1.0, help="Passes over the public split per direction per round (rounded up to whole batches)."
     )
     steps: int = option(
-        6, help="Optimizer steps per direction per round; > 0 overrides epochs (a full pass costs minutes on CPU)."
+        6, help="Optimizer steps of the LLM -> SLM direction per round; > 0 overrides epochs."
+    )
+    llm_steps: int = option(
+        0, help="Optimizer steps of the SLM -> LLM direction per round; 0: the same as `steps`."
     )
     lr: float = option(2e-4, help="Learning rate of the student's LoRA during distillation.")
     batch_size: int = option(8, help="Public examples per distillation step (see mutual.encode_public_split).")
@@ -34,5 +51,6 @@ class FedCoLLMConfig:
         require(self.kd_weight >= 0, "kd_weight", "a number >= 0", self.kd_weight)
         require(self.epochs > 0 or self.steps > 0, "epochs", "epochs > 0 or steps > 0", self.epochs)
         require(self.steps >= 0, "steps", "an integer >= 0", self.steps)
+        require(self.llm_steps >= 0, "llm_steps", "an integer >= 0", self.llm_steps)
         require(self.lr > 0, "lr", "a number > 0", self.lr)
         require(self.batch_size > 0, "batch_size", "an integer > 0", self.batch_size)

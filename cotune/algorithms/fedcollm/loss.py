@@ -1,5 +1,10 @@
 """FedCoLLM's distillation loss: L = CE + lambda * T^2 * KL(p_teacher || q_student) over response tokens.
 
+Two teacher distributions are offered. `label_words` (the default for classification): at each example's first
+answer position, teacher and student are both renormalized over the task's label words — the only part of the
+distribution the task reads, so a teacher that spreads its mass over other tokens cannot drag the student with
+it. `topk`: the teacher's top-k over the vocabulary, as FedCoLLM's reference code does (described below).
+
 Response tokens are the positions whose label is not -100; with the causal shift, the logits at t predict the
 label at t + 1. Only those positions are cut out of the (B, L, V) logits before any softmax or top-k, so the
 49,152-wide vocabulary is processed only where the loss needs it.
@@ -95,3 +100,32 @@ def topk_distillation_loss(
     teacher_resp, _ = response_positions(teacher_logits, labels)
     probs, indices = teacher_topk(teacher_resp, k, temperature)
     return student_loss(student_resp, targets, probs, indices, temperature, kd_weight)
+
+
+def per_example_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B, A, V) shifted answer logits and (B, A) targets -> (B,) mean token CE of each example's answer."""
+    mask = targets != IGNORE
+    token = F.cross_entropy(logits.float().transpose(1, 2), targets.clamp(min=0), reduction="none")
+    return (token * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def first_answer_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B, V) fp32 logits that predict each example's first answer token (where the label word is decided)."""
+    mask = targets != IGNORE
+    if not mask.any(1).all():
+        raise ValueError("an example has no answer token: nothing to distill on")
+    first = mask.float().argmax(1)
+    return logits[torch.arange(logits.shape[0]), first].float()
+
+
+def label_word_probs(logits: torch.Tensor, label_ids: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(B, V) -> (B, C): the distribution renormalized over the C label words, at `temperature`."""
+    return F.softmax(logits[:, label_ids] / temperature, dim=-1)
+
+
+def label_word_kl(
+    student_logits: torch.Tensor, teacher_probs: torch.Tensor, label_ids: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Per-example T^2 * KL(p_teacher || q_student) over the label words: (B, V) student, (B, C) teacher -> (B,)."""
+    log_q = F.log_softmax(student_logits[:, label_ids] / temperature, dim=-1)
+    return temperature**2 * (teacher_probs * (teacher_probs.clamp(min=1e-30).log() - log_q)).sum(-1)

@@ -5,7 +5,7 @@ configured order; the second direction sees the first one's result). The distill
 receive next round: the caller extracts it (`cotune.edge_client.adapters.adapter_state`).
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from datasets import Dataset
 from peft import PeftModel
@@ -48,14 +48,18 @@ def mutual_distillation(
     llm: PeftModel,
     public_batches: Iterable[Batch],
     cfg: FedCoLLMConfig,
+    label_ids: Sequence[int] | None = None,
     progress: bool = False,
 ) -> dict[str, float]:
-    """Both directions on the same public batches; metrics of each are prefixed `llm_to_slm_` / `slm_to_llm_`."""
+    """Both directions on the same public batches; metrics of each are prefixed `llm_to_slm_` / `slm_to_llm_`.
+
+    The LLM student takes `cfg.llm_steps` steps (when set): moving the larger model needs more of them."""
     check_models_share_vocab(slm, llm)
     batches = list(public_batches)
     metrics: dict[str, float] = {}
     for direction in ORDERS[cfg.order]:
         student, teacher = (slm, llm) if direction == "llm_to_slm" else (llm, slm)
-        result = distill(student, teacher, batches, cfg, progress=progress, desc=direction)
+        steps = cfg.llm_steps if direction == "slm_to_llm" and cfg.llm_steps else cfg.steps
+        result = distill(student, teacher, batches, cfg, label_ids, steps, progress=progress, desc=direction)
         metrics.update({f"{direction}_{key}": value for key, value in result.items()})
     return metrics

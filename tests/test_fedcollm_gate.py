@@ -1,0 +1,82 @@
+"""Distillation that cannot hurt: label-word targets computed by hand, and the teacher-quality gate against a
+near-uniform teacher."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cotune.algorithms.fedcollm.config import FedCoLLMConfig
+from cotune.algorithms.fedcollm.distill import distill
+from cotune.algorithms.fedcollm.loss import label_word_kl, label_word_probs
+from cotune.algorithms.fedcollm.mutual import encode_public_split
+from cotune.config import load_config
+from cotune.data.encoding import label_token_ids
+from cotune.edge_client.adapters import attach_adapter
+from cotune.edge_client.evaluate import label_probabilities
+from cotune.edge_client.trainer import sample_batches, train_steps
+from cotune.models import resolve_model
+from cotune.quantization.loading import load_causal_lm
+
+
+def test_label_word_kl_equals_the_hand_computed_value():
+    student = torch.tensor([[0.0, 1.0, 2.0, -1.0], [3.0, 0.0, 0.5, 0.0]])
+    teacher = torch.tensor([[1.0, 0.0, 0.0, 2.0], [0.0, 0.0, 1.0, 1.0]])
+    label_ids, t = torch.tensor([1, 3]), 2.0
+    got = label_word_kl(student, label_word_probs(teacher, label_ids, t), label_ids, t)
+    want = []
+    for s_row, t_row in zip(student.tolist(), teacher.tolist()):
+        s_l = [s_row[1] / t, s_row[3] / t]
+        t_l = [t_row[1] / t, t_row[3] / t]
+        p = [math.exp(x) / sum(math.exp(y) for y in t_l) for x in t_l]
+        log_q = [x - math.log(sum(math.exp(y) for y in s_l)) for x in s_l]
+        want.append(t * t * sum(pi * (math.log(pi) - lq) for pi, lq in zip(p, log_q)))
+    assert got.tolist() == pytest.approx(want, rel=1e-5)
+    assert label_word_kl(student, label_word_probs(student, label_ids, t), label_ids, t).abs().max() < 1e-6
+
+
+@pytest.fixture(scope="module")
+def setting(tokenizer, smoke_splits):
+    lora = load_config(None, ["lora.dropout=0.0"]).lora
+    task, data = smoke_splits.task, smoke_splits.public.select(range(16))
+    torch.manual_seed(0)
+    student = attach_adapter(load_causal_lm(resolve_model("tiny-llama")), lora)
+    train_steps(student, sample_batches(tokenizer, task, data, 8, 64, seed=0), steps=60, lr=3e-3)
+    teacher = attach_adapter(load_causal_lm(resolve_model("tiny-llama-wide")), lora)
+    with torch.no_grad():
+        teacher.get_base_model().model.norm.weight.mul_(1e-3)  # logits ~0 everywhere: a near-uniform teacher
+    return student, teacher, task, data, label_token_ids(tokenizer, task)
+
+
+def _predictions(model, tokenizer, task, data) -> np.ndarray:
+    return label_probabilities(model, tokenizer, task, data["text"], 16, 64).argmax(1)
+
+
+def test_a_near_uniform_teacher_leaves_a_trained_students_accuracy_unchanged(tokenizer, setting):
+    student, teacher, task, data, label_ids = setting
+    labels = np.asarray(data["label"])
+    before = _predictions(student, tokenizer, task, data)
+    assert (before == labels).mean() == 1.0  # the student learned its examples: the teacher is far worse
+    batches = encode_public_split(tokenizer, task, data, 8, 64)
+    # A KL weight 100x the default, so that without the gate the teacher would dominate the step.
+    cfg = FedCoLLMConfig(steps=4, lr=3e-3, kd_weight=10.0)
+    metrics = distill(student, teacher, batches, cfg, label_ids)
+    assert metrics["teacher_better_before"] == 0.0 and metrics["distilled"] == 0
+    after = _predictions(student, tokenizer, task, data)
+    assert (after == labels).mean() == (before == labels).mean()
+
+
+def test_without_the_gate_the_same_teacher_weighs_on_every_step(tokenizer, setting):
+    student, teacher, task, data, label_ids = setting
+    cfg = FedCoLLMConfig(steps=2, lr=1e-6, kd_weight=10.0, gate="none")
+    metrics = distill(student, teacher, encode_public_split(tokenizer, task, data, 8, 64), cfg, label_ids)
+    assert metrics["distilled"] == metrics["examples"] == 16
+    assert metrics["kl"] > 0.1  # the uniform teacher's pull, which the gate closed above, weighs on the loss
+    assert metrics["loss"] == pytest.approx(metrics["ce"] + 10.0 * metrics["kl"], rel=1e-4)
+
+
+def test_label_word_targets_need_the_label_ids(tokenizer, setting):
+    student, teacher, task, data, _ = setting
+    with pytest.raises(ValueError, match="label-word token ids"):
+        distill(student, teacher, encode_public_split(tokenizer, task, data, 8, 64), FedCoLLMConfig(steps=1))
