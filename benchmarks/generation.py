@@ -1,20 +1,25 @@
-"""Server generation throughput: vLLM (own process, cotune's CPU tuning and variants) vs the HF fallback.
+"""Server generation throughput where CrossLM uses it: vLLM serving the round's LoRA adapter per request, against
+the HF fallback generating from the same adapter merged into the base (server.hf_merge_adapter).
 
-Same model (SmolLM2-135M-Instruct), same prompts, same sampling, in one run. Every sample is forced to the full
-token budget (min_tokens = max_tokens), and tokens are counted from the engines' outputs. Also measured: vLLM
-engine start, and the time to swap in a new LoRA adapter and serve a first request with it (no restart).
-Writes benchmarks/results/generation.json.
-    .venv/bin/python benchmarks/generation.py [--prompts 256] [--new-tokens 64]
-        [--variants cotune_defaults,vllm_defaults,...] [--hf-grid float32:16,float32:32,...]
+Workload: CrossLM's own request (crosslm.* defaults): the task's label-conditioned generation prompts, n samples
+each, its temperature and top_p, every sample forced to the full token budget (min_tokens = max_tokens) so that
+both engines generate the same number of tokens; `--samples-per-label` scales it. SmolLM2-135M-Instruct.
+Engines run interleaved (vLLM, HF, vLLM, HF, ...; `--extra` adds more vLLM settings to the cycle), each run
+starting its engine (timed), loading the adapter, warming up, then timing generation with the adapter and without.
+Before every timed generation the benchmark waits (up to --load-wait-s) for the 1-minute load average to fall
+below --max-load and records it; a speedup is written only when every run it is computed from started below it.
+Figures are medians of the repeats, with min and max. Writes benchmarks/results/generation.json.
+    .venv/bin/python benchmarks/generation.py [--repeats 3] [--samples-per-label 32]
+        [--extra 'stock_lora={"cpu_dense_lora": false}']
 """
 
 import argparse
 import dataclasses
-import gc
 import json
 import logging
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -26,8 +31,9 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import TaskType, get_peft_model
 from transformers import AutoModelForCausalLM
 
+from cotune.algorithms.crosslm.config import CrossLMConfig
 from cotune.config.schema import LoraConfig
-from cotune.data import load_plot_summaries
+from cotune.data.rotten_tomatoes import TASK
 from cotune.models import resolve_model
 from cotune.server_vllm.config import ServerConfig
 from cotune.server_vllm.engine import GenerationEngine, Sampling, open_engine
@@ -36,55 +42,43 @@ from cotune.server_vllm.vllm_server import find_vllm_python, server_env
 RESULTS = Path(__file__).parent / "results" / "generation.json"
 MODEL = "smollm2-135m-instruct"
 GOAL_SPEEDUP = 2.0
-# ServerConfig overrides per vLLM variant; "cotune_defaults" is ServerConfig() itself, the headline figure.
-VARIANTS: dict[str, dict] = {
-    "cotune_defaults": {},
-    # What vLLM does when cotune sets nothing: one core reserved, its own binding, its default batch limit.
-    "vllm_defaults": {"cpu_threads_bind": "auto", "cpu_reserved": 1, "max_num_batched_tokens": 2048},
-    "no_lora": {"enable_lora": False},
-    "max_lora_rank_16": {"max_lora_rank": 16},
-    "float32": {"dtype": "float32"},
-    "intel_openmp": {"cpu_preload_iomp": True},
-    "max_num_seqs_64": {"max_num_seqs": 64},
-    "max_num_seqs_128": {"max_num_seqs": 128},
-    "batched_tokens_2048": {"max_num_batched_tokens": 2048},
-    "batched_tokens_16384": {"max_num_batched_tokens": 16384},
-    "no_prefix_caching": {"enable_prefix_caching": False},
-    "no_chunked_prefill": {"enable_chunked_prefill": False},
-    "enforce_eager": {"enforce_eager": True},
-    "kv_cache_4gib": {"kv_cache_space_gib": 4},
-}
+ADAPTER = "llm-r1"
 ENGINE_FIELDS = (
     "dtype", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "enable_prefix_caching",
     "enable_chunked_prefill", "enforce_eager", "kv_cache_space_gib", "cpu_threads_bind", "cpu_reserved",
-    "cpu_preload_iomp", "enable_lora", "max_lora_rank", "seed",
+    "cpu_preload_iomp", "enable_lora", "cpu_dense_lora", "max_lora_rank", "seed", "hf_batch_size", "hf_dtype",
+    "hf_merge_adapter",
 )  # fmt: skip
 VLLM_ENV = ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU", "LD_PRELOAD")
 
 
-def bench_prompts(count: int) -> list[str]:
-    """Distinct prompts with a shared instruction prefix (as synthetic-data prompts have)."""
-    plots = load_plot_summaries()
-    if len(plots) < count:
-        raise SystemExit(f"only {len(plots)} plot summaries for {count} prompts")
-    return [f"Write a short review of this movie.\nPlot: {' '.join(p.split()[:40])}\nReview:" for p in plots[:count]]
+def load1() -> float:
+    return round(os.getloadavg()[0], 2)
 
 
-def timed_generation(engine: GenerationEngine, prompts: list[str], sampling: Sampling, adapter: str | None = None):
-    """(tokens/s, generated tokens, seconds) of one generate call over all prompts, after a short warm-up."""
-    engine.generate(prompts[:8], Sampling(max_tokens=4), adapter=adapter)
-    before, load = engine.generated_tokens, os.getloadavg()[0]
+def wait_for_quiet(max_load: float, timeout_s: float) -> dict:
+    """Wait until the 1-minute load average is below `max_load` (or `timeout_s` passed); what was seen."""
+    start = time.monotonic()
+    while load1() >= max_load and time.monotonic() - start < timeout_s:
+        time.sleep(5)
+    return {"loadavg_before": load1(), "waited_s": round(time.monotonic() - start, 1)}
+
+
+def timed(engine: GenerationEngine, prompts: list[str], sampling: Sampling, adapter: str | None, quiet: dict) -> dict:
+    """One timed generate call (after waiting for a quiet host): tokens/s, tokens, seconds, load around it."""
+    waited = wait_for_quiet(**quiet)
+    before = engine.generated_tokens
     start = time.perf_counter()
     outputs = engine.generate(prompts, sampling, adapter=adapter)
     seconds = time.perf_counter() - start
     tokens = engine.generated_tokens - before
-    assert len(outputs) == len(prompts)
+    assert len(outputs) == len(prompts) and all(len(o) == sampling.n for o in outputs)
     return {"tokens_per_s": round(tokens / seconds, 1), "generated_tokens": tokens, "seconds": round(seconds, 2),
-            "loadavg_1min_before": round(load, 2)}  # fmt: skip
+            **waited, "loadavg_after": load1()}  # fmt: skip
 
 
 def save_adapter(model_dir: Path, out: Path, seed: int) -> Path:
-    """A LoRA adapter on cotune's default targets with non-zero B (as after a round of training)."""
+    """A LoRA adapter on cotune's default LLM targets and rank, with non-zero B (as after a round of training)."""
     torch.manual_seed(seed)
     lora = LoraConfig()
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -96,128 +90,143 @@ def save_adapter(model_dir: Path, out: Path, seed: int) -> Path:
     return out
 
 
-def measure_vllm(name: str, overrides: dict, model_dir: Path, prompts, samplings: dict, workdir: Path, adapters):
-    """One vLLM variant: engine start and throughput under samplings["main"]; with `adapters` (the headline
-    variant) also adapter load/swap times, throughput with an adapter, and the other samplings."""
-    cfg = ServerConfig(backend="vllm", **overrides)
-    cfg.validate()
+def run_engine(name: str, cfg: ServerConfig, model_dir: Path, adapter: Path, prompts, sampling, workdir, quiet) -> dict:
+    """Start the engine, load the adapter, warm up, time generation with and without the adapter, close."""
+    start_wait = wait_for_quiet(**quiet)
     start = time.perf_counter()
-    with open_engine(cfg, model_dir, workdir / name) as engine:
-        result = {"name": name, "overrides": overrides, "engine_start_s": round(time.perf_counter() - start, 1)}
-        result |= timed_generation(engine, prompts, samplings["main"])
-        if adapters:
-            first_request = Sampling(max_tokens=16)
-            for key, folder in (("adapter_first_load_s", adapters[0]), ("adapter_swap_s", adapters[1])):
-                start = time.perf_counter()
-                engine.load_adapter("llm", folder)
-                engine.generate(prompts[:1], first_request, adapter="llm")
-                result[key] = round(time.perf_counter() - start, 2)
-            result["with_adapter"] = timed_generation(engine, prompts, samplings["main"], adapter="llm")
-            for label, sampling in samplings.items():
-                if label != "main":
-                    result[label] = timed_generation(engine, prompts, sampling)
-    env = server_env(cfg, find_vllm_python(cfg.vllm_python))
-    result["settings"] = {f: getattr(cfg, f) for f in ENGINE_FIELDS} | {k: env.get(k, "") for k in VLLM_ENV}
-    logging.info("vLLM %s: %s", name, result)
+    with open_engine(cfg, model_dir, workdir / f"{name}-{time.monotonic_ns()}") as engine:
+        result = {"engine": name, "backend": engine.backend, "engine_start_s": round(time.perf_counter() - start, 1),
+                  "engine_start_loadavg_before": start_wait["loadavg_before"]}  # fmt: skip
+        start = time.perf_counter()
+        engine.load_adapter(ADAPTER, adapter)
+        result["adapter_load_s"] = round(time.perf_counter() - start, 2)
+        warm = Sampling(n=2, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=4)
+        engine.generate(prompts, warm, adapter=ADAPTER)
+        engine.generate(prompts, warm)
+        result["with_adapter"] = timed(engine, prompts, sampling, ADAPTER, quiet)
+        result["no_adapter"] = timed(engine, prompts, sampling, None, quiet)
+    logging.info("%s: %s", name, result)
     return result
 
 
-def measure_hf(dtype: str, batch: int, model_dir: Path, prompts, sampling: Sampling, workdir: Path) -> dict:
-    cfg = ServerConfig(backend="hf", hf_dtype=dtype, hf_batch_size=batch)
-    with open_engine(cfg, model_dir, workdir) as engine:
-        result = {"dtype": dtype, "batch_size": batch} | timed_generation(engine, prompts, sampling)
-    gc.collect()
-    logging.info("HF %s batch %d: %s", dtype, batch, result)
-    return result
+def spread(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 2), "min": min(values), "max": max(values), "runs": values}
+
+
+def summarize(runs: list[dict], engine: str) -> dict:
+    mine = [r for r in runs if r["engine"] == engine]
+    return {
+        "engine_start_s": spread([r["engine_start_s"] for r in mine]),
+        "tokens_per_s_with_adapter": spread([r["with_adapter"]["tokens_per_s"] for r in mine]),
+        "tokens_per_s_no_adapter": spread([r["no_adapter"]["tokens_per_s"] for r in mine]),
+        "loadavg_before": [r[k]["loadavg_before"] for r in mine for k in ("with_adapter", "no_adapter")],
+    }
+
+
+def speedup(runs: list[dict], a: str, b: str, key: str, max_load: float) -> tuple[float | None, str | None]:
+    """Median tokens/s of engine a over engine b under `key`, or None and why (a run started on a busy host)."""
+    busy = [f"{r['engine']} run {i}: {r[key]['loadavg_before']}" for i, r in enumerate(runs)
+            if r["engine"] in (a, b) and r[key]["loadavg_before"] >= max_load]  # fmt: skip
+    if busy:
+        return None, f"load average at or above {max_load} before: {', '.join(busy)}"
+    med = {e: statistics.median(r[key]["tokens_per_s"] for r in runs if r["engine"] == e) for e in (a, b)}
+    return round(med[a] / med[b], 2), None
+
+
+def parse_extra(items: list[str]) -> dict[str, dict]:
+    extra = {}
+    for item in items:
+        name, _, overrides = item.partition("=")
+        if not name or not overrides:
+            raise SystemExit(f"--extra takes NAME=JSON (ServerConfig overrides of a vLLM engine), got {item!r}")
+        extra[name] = json.loads(overrides)
+    return extra
+
+
+def engine_settings(cfg: ServerConfig) -> dict:
+    settings = {f: getattr(cfg, f) for f in ENGINE_FIELDS}
+    if cfg.backend == "vllm":
+        env = server_env(cfg, find_vllm_python(cfg.vllm_python))
+        settings |= {k: env.get(k, "") for k in VLLM_ENV}
+    return settings
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--prompts", type=int, default=256)
-    parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--temperature", type=float, default=0.9)
-    parser.add_argument("--top-k", type=int, default=50)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument(
-        "--top-p-check", type=float, default=0.95,
-        help="also measure the headline vLLM variant and the best HF setting with this top_p (0: skip)",
-    )  # fmt: skip
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="vLLM variants to measure, headline first")
-    parser.add_argument("--hf-grid", default="float32:16,float32:32,float32:64,bfloat16:32,bfloat16:64")
+    crosslm = CrossLMConfig()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--samples-per-label", type=int, default=crosslm.samples_per_label)
+    parser.add_argument("--new-tokens", type=int, default=crosslm.max_new_tokens)
+    parser.add_argument("--temperature", type=float, default=crosslm.temperature)
+    parser.add_argument("--top-p", type=float, default=crosslm.top_p)
+    parser.add_argument("--max-load", type=float, default=1.5, help="no speedup from runs that start above this")
+    parser.add_argument("--start-load", type=float, default=1.0, help="the 1-min load to wait for before starting")
+    parser.add_argument("--load-wait-s", type=float, default=180.0, help="longest wait for a quiet host per run")
+    parser.add_argument("--extra", action="append", default=[], help="NAME=JSON: another vLLM engine to interleave")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     model_dir = resolve_model(MODEL)
-    prompts = bench_prompts(args.prompts)
+    prompts = [TASK.generation_prompt(label) for label in range(len(TASK.labels))]
     budget = {"max_tokens": args.new_tokens, "min_tokens": args.new_tokens}
-    samplings = {"main": Sampling(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, **budget)}
-    if args.top_p_check:
-        samplings["top_p_check"] = Sampling(temperature=args.temperature, top_p=args.top_p_check, **budget)
+    sampling = Sampling(n=args.samples_per_label, temperature=args.temperature, top_p=args.top_p, **budget)
+    engines = {"vllm": ServerConfig(backend="vllm"), "hf": ServerConfig(backend="hf")}
+    engines |= {name: ServerConfig(backend="vllm", **o) for name, o in parse_extra(args.extra).items()}
+    for cfg in engines.values():
+        cfg.validate()
+    quiet = {"max_load": args.max_load, "timeout_s": args.load_wait_s}
+    first_wait = wait_for_quiet(args.start_load, args.load_wait_s)
     load_before = os.getloadavg()
-    variants, grid = [], []
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        adapters = [save_adapter(model_dir, workdir / f"adapter_{i}", seed=i) for i in (1, 2)]
-        for i, name in enumerate(filter(None, args.variants.split(","))):
-            headline_extras = adapters if i == 0 else None
-            variants.append(measure_vllm(name, VARIANTS[name], model_dir, prompts, samplings, workdir, headline_extras))
-        for item in filter(None, args.hf_grid.split(",")):
-            dtype, batch = item.split(":")
-            grid.append(measure_hf(dtype, int(batch), model_dir, prompts, samplings["main"], workdir))
-        best_hf = max(grid, key=lambda r: r["tokens_per_s"]) if grid else {}
-        if best_hf and "top_p_check" in samplings:
-            check = samplings["top_p_check"]
-            best_hf = best_hf | {"top_p_check": measure_hf(best_hf["dtype"], best_hf["batch_size"], model_dir, prompts,
-                                                           check, workdir)}  # fmt: skip
+        adapter = save_adapter(model_dir, workdir / "adapter", seed=1)
+        for _ in range(args.repeats):
+            for name, cfg in engines.items():
+                runs.append(run_engine(name, cfg, model_dir, adapter, prompts, sampling, workdir, quiet))
 
-    headline = variants[0] if variants else {}
-    vllm_tps, hf_tps = headline.get("tokens_per_s"), best_hf.get("tokens_per_s")
-    speedup = round(vllm_tps / hf_tps, 2) if vllm_tps and hf_tps else None
-    vllm_check = headline.get("top_p_check", {}).get("tokens_per_s")
-    hf_check = best_hf.get("top_p_check", {}).get("tokens_per_s")
-    runs = variants + grid + [r[k] for r in [headline, best_hf] for k in ("with_adapter", "top_p_check") if k in r]
+    summary = {name: summarize(runs, name) for name in engines}
+    with_adapter, refused_a = speedup(runs, "vllm", "hf", "with_adapter", args.max_load)
+    no_adapter, refused_b = speedup(runs, "vllm", "hf", "no_adapter", args.max_load)
+    tokens = len(prompts) * sampling.n * args.new_tokens
     result = {
         "model": MODEL,
-        "prompts": len(prompts),
-        "new_tokens_per_prompt": args.new_tokens,
-        "sampling": dataclasses.asdict(samplings["main"]),
-        "vllm_tokens_per_s": vllm_tps,
-        "hf_tokens_per_s": hf_tps,
-        "speedup": speedup,
+        "workload": {"prompts": prompts, "samples_per_prompt": sampling.n, "sampling": dataclasses.asdict(sampling),
+                     "tokens_per_run": tokens, "as": "one CrossLM generation request (crosslm.* defaults)"},  # fmt: skip
+        "vllm_tokens_per_s_with_adapter": summary["vllm"]["tokens_per_s_with_adapter"]["median"],
+        "hf_tokens_per_s_merged": summary["hf"]["tokens_per_s_with_adapter"]["median"],
+        "speedup_with_adapter": with_adapter,
+        "vllm_tokens_per_s": summary["vllm"]["tokens_per_s_no_adapter"]["median"],
+        "hf_tokens_per_s": summary["hf"]["tokens_per_s_no_adapter"]["median"],
+        "speedup": no_adapter,
+        "speedup_refused": {"with_adapter": refused_a, "no_adapter": refused_b},
         "goal_speedup": GOAL_SPEEDUP,
-        "goal_met": bool(speedup and speedup >= GOAL_SPEEDUP),
-        "engine_start_s": headline.get("engine_start_s"),
-        "adapter_first_load_s": headline.get("adapter_first_load_s"),
-        "adapter_swap_s": headline.get("adapter_swap_s"),
-        "vllm_tokens_per_s_with_adapter": headline.get("with_adapter", {}).get("tokens_per_s"),
-        "top_p_check": {
-            "sampling": dataclasses.asdict(samplings["top_p_check"]) if "top_p_check" in samplings else None,
-            "vllm_tokens_per_s": vllm_check,
-            "hf_tokens_per_s": hf_check,
-            "speedup": round(vllm_check / hf_check, 2) if vllm_check and hf_check else None,
-        },
-        "vllm_variant": headline.get("name"),
-        "vllm_settings": headline.get("settings"),
-        "vllm_variants": variants,
-        "hf_best": {"dtype": best_hf.get("dtype"), "batch_size": best_hf.get("batch_size")},
-        "hf_grid": grid,
-        "every_sample_full_length": all(r["generated_tokens"] == len(prompts) * args.new_tokens for r in runs),
+        "goal_met": {"with_adapter": bool(with_adapter and with_adapter >= GOAL_SPEEDUP),
+                     "no_adapter": bool(no_adapter and no_adapter >= GOAL_SPEEDUP)},  # fmt: skip
+        "engine_start_s": summary["vllm"]["engine_start_s"]["median"],
+        "statistic": f"median of {args.repeats} interleaved runs per engine (min, max and every run under engines)",
+        "engines": {name: summary[name] | {"settings": engine_settings(cfg)} for name, cfg in engines.items()},
+        "runs": runs,
+        "every_sample_full_length": all(r[k]["generated_tokens"] == tokens for r in runs
+                                        for k in ("with_adapter", "no_adapter")),  # fmt: skip
         "host": {
             "cpus": os.cpu_count(),
             "affinity": sorted(os.sched_getaffinity(0)),
             "processor": platform.processor() or platform.machine(),
+            "waited_for_start_load": first_wait,
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-            "note": "shared with other jobs; each run's loadavg_1min_before says how busy the host was",
+            "max_load": args.max_load,
         },
         "versions": {"torch": torch.__version__, "transformers": metadata.version("transformers"), **vllm_version()},
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    summary = ("vllm_tokens_per_s", "hf_tokens_per_s", "speedup", "engine_start_s", "adapter_swap_s", "hf_best")
-    print(json.dumps({k: result[k] for k in summary}, indent=2))
+    keys = ("vllm_tokens_per_s_with_adapter", "hf_tokens_per_s_merged", "speedup_with_adapter", "vllm_tokens_per_s",
+            "hf_tokens_per_s", "speedup", "speedup_refused", "engine_start_s")  # fmt: skip
+    print(json.dumps({k: result[k] for k in keys}, indent=2))
 
 
 def vllm_version() -> dict:

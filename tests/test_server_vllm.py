@@ -52,10 +52,23 @@ def adapters(tiny_path, tmp_path_factory):
     return root, {seed: model.eval() for seed, model in merged.items()}
 
 
+OPENED: dict[str, float] = {}
+
+
 @pytest.fixture(scope="module")
 def engine(tiny_path, tmp_path_factory):
-    with open_engine(CFG, tiny_path, tmp_path_factory.mktemp("run")) as eng:
+    """Started in the background, as a job starts it: every test below also exercises BackgroundEngine."""
+    began = time.monotonic()
+    with open_engine(CFG, tiny_path, tmp_path_factory.mktemp("run"), background=True) as eng:
+        OPENED["open_s"] = time.monotonic() - began
         yield eng
+
+
+def test_background_start_returns_at_once_and_reports_its_start(engine):
+    assert OPENED["open_s"] < 5, "open_engine(background=True) must not wait for the vLLM server"
+    assert engine.generate(["Hello"], GREEDY)
+    info = engine.startup()
+    assert info["backend"] == "vllm" and info["start_s"] > 5 and info["waited_s"] > 0
 
 
 def test_greedy_with_served_adapter_equals_hf_merged_model(engine, adapters, tiny_path, tokenizer):
@@ -133,4 +146,4 @@ def test_start_timeout_raises_with_log_tail_and_leaves_no_process(tiny_path, tmp
     with pytest.raises(EngineError, match=r"not ready after 3 s[\s\S]*vllm_server.log"):
         open_engine(cfg, tiny_path, tmp_path)
     assert not vllm_processes()
-    assert "vllm.entrypoints.openai.api_server" in (tmp_path / "vllm_server.log").read_text()
+    assert "--max-lora-rank" in (tmp_path / "vllm_server.log").read_text()  # the command is logged
