@@ -13,9 +13,9 @@ from pathlib import Path
 from cotune.edge_runtime.layout import MANIFEST
 
 PRECISIONS = ("fp32", "int8", "int4")
-# Architectures exported (and tested) per path: onnxruntime-genai's model builder for the Llama family,
+# Architectures exported (and tested) per path: onnxruntime-genai's model builder for Llama and Qwen2,
 # transformers' own exporter (torch.onnx dynamo) for the others.
-BUILDER_ARCHITECTURES = ("LlamaForCausalLM",)
+BUILDER_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
 EXPORTER_ARCHITECTURES = ("GPT2LMHeadModel",)
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

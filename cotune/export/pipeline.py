@@ -5,7 +5,7 @@ builder for Llama-family, transformers' exporter otherwise) -> quantize -> measu
 merged model -> write manifest.json -> move the finished folder into place. Everything is built in a staging
 folder beside the target, so a failure at any step leaves no half-written output.
 
-Adapter modes (Llama-family / model builder only for the last two):
+Adapter modes (model-builder architectures, Llama and Qwen2, only for the last two):
 - merged (default): the LoRA folded into the fp32 weights, then quantized with them.
 - runtime: the base alone is quantized; every decoder linear layer gets an fp32 LoRA branch fed from graph inputs
   (cotune.export.runtime_graph) and the adapter ships as `adapters/adapter.onnx_adapter`, switchable at runtime.
@@ -76,7 +76,7 @@ def export_edge_model(
     if mode != "merged" and base_info.exporter != "builder":
         raise ExportInputError(
             f"base {base_info.path} ({base_info.architecture}) exports through transformers' exporter, which has no "
-            f"{'runtime LoRA inputs' if mode == 'runtime' else 'prompt-tuning export'}: only Llama-family models do"
+            f"{'runtime LoRA inputs' if mode == 'runtime' else 'prompt-tuning export'}: only model-builder architectures do"
         )
 
     start = time.perf_counter()
