@@ -18,8 +18,17 @@
 - scale: 3, 10, 30 silos, 1 step each: the first round's seconds (cold) and the second's (warm), and the server
   process's peak RSS.
 
-Each simulation runs in its own process (its own Ray, its own peak RSS). Writes benchmarks/results/reliability.json.
-    .venv/bin/python benchmarks/reliability.py [--clients 3 10 30]
+- a hostile minority (issue 9): a silo claiming 10^12 examples, 2 of 5 silos sending x10^6 updates (and 2 of 3
+  after an honest round), one NaN silo of 3 for 5 rounds, a silo that never answers: through AdapterFedAvg and
+  Flower's own round loop (`Strategy.start`), silos scripted in the real reply format (tests/support/silos.py);
+- clean stop: `cotune run` (CrossLM on the real vLLM server, tiny model) sent SIGTERM mid-round 2; every process
+  that carries the run's environment tag is counted after it exits; then `cotune run --resume`;
+- soak: 50 rounds of a 3-silo simulation; the server process's RSS and open files at each training exchange, and
+  the round times.
+
+Each simulation runs in its own process (its own Ray, its own peak RSS). Writes benchmarks/results/reliability.json
+(`--parts issue9` runs only the last three and updates their keys in the existing file).
+    .venv/bin/python benchmarks/reliability.py [--clients 3 10 30] [--parts all|issue9] [--soak-rounds 50]
 """
 
 import argparse
@@ -27,11 +36,13 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +114,23 @@ class CapturingGrid:
         return replies
 
 
+class ProbingGrid:
+    """The server's grid, noting this process's RSS and open files as each round's training exchange starts."""
+
+    def __init__(self, grid) -> None:
+        self._grid, self.samples, self.payloads = grid, [], []
+        self._process = psutil.Process()
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        if messages and messages[0].metadata.message_type == "train":
+            self.samples.append((self._process.memory_info().rss, self._process.num_fds()))
+        return self._grid.send_and_receive(messages, timeout=timeout)
+
+
 def count_leaks(cfg, payloads: list[bytes]) -> int:
     from transformers import AutoTokenizer
 
@@ -141,7 +169,7 @@ def run_simulation_child(spec: dict) -> dict:
 
     @server.main()
     def main(grid, context):
-        captured.append(CapturingGrid(grid))
+        captured.append(ProbingGrid(grid) if spec.get("soak") else CapturingGrid(grid))
         run_rounds(captured[0], cfg, run_dir)
 
     cpus = os.cpu_count() or 1
@@ -177,6 +205,9 @@ def run_simulation_child(spec: dict) -> dict:
         "epsilon": [r["epsilon"] for r in rows if r["kind"] == "dp"],
         "replies_captured": len(captured[0].payloads) if captured else 0,
     }
+    if spec.get("soak") and captured:
+        out["rss_mb_per_round"] = [round(rss / MB, 1) for rss, _ in captured[0].samples]
+        out["open_files_per_round"] = [fds for _, fds in captured[0].samples]
     if spec.get("audit") and captured:
         out["private_text_leaks"] = count_leaks(cfg, captured[0].payloads)
     out["rounds_lost"] = sum(1 for a in out["accepted"] if not a)
@@ -298,6 +329,150 @@ def kill_and_resume(root: Path, rounds: int = 2) -> dict:
     }
 
 
+# ---------------------------------------------------------------- issue 9: a hostile minority, a clean stop, a soak
+
+
+def hostile_minority() -> dict:
+    """The findings of issue 9 as measurements, through the strategy cotune's server builds."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from flwr.supercore.task_identity import TaskIdentity
+    from support.silos import GLOBAL, ScriptedGrid, distance, honest, mean, scaled, train_content, train_reply
+
+    from cotune.federation.config import FederationConfig
+    from cotune.federation.records import from_record, to_record
+    from cotune.federation.strategies.factory import build_strategy
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+
+    def strategy(rows: list, n: int, **federation):
+        # As cotune's server loop builds it by default: every silo sampled (min_train_nodes = n).
+        s = build_strategy(FederationConfig(**federation), "fp32", num_sampled=n, log_row=rows.append,
+                           min_train_nodes=n, min_available_nodes=n)
+        s.current = {k: v.copy() for k, v in GLOBAL.items()}
+        return s
+
+    def abuse_share(**federation) -> float:
+        own = honest(7)  # the abuser's step; the two honest silos send the global back unchanged
+        replies = [train_reply(GLOBAL, 1), train_reply(GLOBAL, 2), train_reply(own, 3, examples=1e12)]
+        state = from_record(strategy([], 3, **federation).aggregate_train(1, replies)[0])
+        step = sum(float(np.sum((state[k] - GLOBAL[k]) * (own[k] - GLOBAL[k]))) for k in GLOBAL)
+        return step / sum(float(np.sum((own[k] - GLOBAL[k]) ** 2)) for k in GLOBAL)
+
+    goods, rows = [honest(i) for i in range(3)], []
+    replies = [train_reply(u, i + 1) for i, u in enumerate([*goods, *(scaled(honest(10 + i), 1e6) for i in range(2))])]
+    arrays, _ = strategy(rows, 5).aggregate_train(1, replies)
+    colluders_out = sorted(r["node"] for r in rows if r["kind"] == "client_train" and "rejected" in r) == [4, 5]
+    off_honest = distance(from_record(arrays), mean(goods)) / distance(goods[0], GLOBAL) if arrays else None
+
+    rows = []
+    s = strategy(rows, 3)  # 2 of 3 at x10^6 in round 2, after an honest round 1
+    s.aggregate_train(1, [train_reply(honest(i), i + 1) for i in range(3)])
+    s.aggregate_train(2, [train_reply(honest(20), 1), *(train_reply(scaled(honest(21 + i), 1e6), i + 2) for i in range(2))])
+    majority_out = sorted(r["node"] for r in rows if r["kind"] == "client_train" and r["round"] == 2
+                          and "rejected" in r) == [2, 3]
+
+    def play(answer, rounds: int) -> list[dict]:
+        rows = []
+        s = strategy(rows, 3)
+        s.start(ScriptedGrid(3, answer), to_record(GLOBAL, "fp32"), num_rounds=rounds)
+        return [r for r in rows if r["kind"] == "aggregate"]
+
+    def nan_silo(node, rnd, got):
+        state = honest(node + 10 * rnd, base=got)
+        if node == 3:
+            state["layer.lora_A.weight"][0, 0] = np.nan
+        return train_content(state, partition=node - 1)
+
+    blocked = play(nan_silo, rounds=5)
+    silent = play(lambda node, rnd, got: None if node == 3 else train_content(honest(node, base=got)), rounds=3)
+    logged = all(a["missing"] == 1 and any(e["node"] == 3 and e["status"] == "missing" for e in a["silos"])
+                 for a in silent)
+    return {
+        "weight_abuse_share": round(abuse_share(), 4),
+        "weight_abuse_share_registered": round(abuse_share(registered_examples=[128, 128, 128]), 4),
+        "weight_abuse_share_claims_trusted": round(abuse_share(max_examples_multiple=0), 4),
+        "colluding_outliers_rejected": colluders_out and off_honest is not None and off_honest <= 1.0,
+        "colluding_distance_in_honest_steps": round(off_honest, 4) if off_honest is not None else None,
+        "colluding_majority_after_honest_round_rejected": majority_out,
+        "rounds_blocked_by_one_bad_reply": sum(1 for a in blocked if not a["accepted"]),
+        "rounds_with_one_bad_reply": len(blocked),
+        "missing_silos_logged": logged and len(silent) == 3,
+    }
+
+
+def _tagged(tag: str) -> list[psutil.Process]:
+    """Living processes whose environment carries the benchmark's tag (every descendant of the job inherits it)."""
+    from cotune.federation.deployment.processes import marked_processes
+
+    return marked_processes(tag, "COTUNE_BENCH_TAG")
+
+
+# CrossLM on the real vLLM server (tiny model, fp32, eager: the quickest start), 2 rounds.
+SIGTERM_RUN = [
+    *[o for o in FAST if not o.startswith("run.algorithm")],
+    "run.algorithm='crosslm'", "server.backend='vllm'", "server.dtype='float32'", "server.enforce_eager=true",
+    "server.max_model_len=256", "server.max_num_batched_tokens=1024", "server.vllm_start_timeout_s=600.0",
+    "crosslm.samples_per_label=4", "crosslm.max_new_tokens=8", "crosslm.llm_steps=1", "rounds.num_rounds=2",
+]  # fmt: skip
+
+
+def sigterm_and_resume(root: Path) -> dict:
+    """`cotune run` with a real vLLM server, SIGTERM to its pid once round 1 is checkpointed (round 2 is then in
+    progress), every process of the job counted after it exits; then `--resume`."""
+    tag = uuid.uuid4().hex
+    env = {**os.environ, "COTUNE_BENCH_TAG": tag}
+    args = ["-c", SMOKE, *[a for o in SIGTERM_RUN for a in ("--set", o)], "--set", f"run.output_root='{root}'"]
+    job = subprocess.Popen([sys.executable, "-m", "cotune", "run", *args], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, out = time.time() + 1200, {}
+    while not list(root.glob("*/checkpoints/round_001/round.json")):
+        if job.poll() is not None or time.time() > deadline:
+            for proc in _tagged(tag):
+                proc.kill()
+            return {"processes_left_after_sigterm": None, "resume_after_sigterm_ok": False,
+                    "sigterm_error": f"the run ended or stalled before round 1 (code {job.poll()})"}
+        time.sleep(0.5)
+    before = _tagged(tag)
+    out["processes_of_the_job_at_sigterm"] = len(before)
+    out["vllm_processes_at_sigterm"] = sum(1 for p in before if "vllm" in " ".join(p.cmdline()))
+    sent = time.perf_counter()
+    job.send_signal(signal.SIGTERM)
+    out["exit_code_after_sigterm"] = job.wait(timeout=300)
+    out["seconds_to_exit_after_sigterm"] = round(time.perf_counter() - sent, 1)
+    time.sleep(2.0)
+    left = _tagged(tag)
+    out["processes_left_after_sigterm"] = len(left)
+    out["processes_left_kinds"] = sorted({p.name() for p in left})
+    for proc in left:  # not the job's doing any more: leave the host clean for what follows
+        proc.kill()
+    (run_dir,) = root.iterdir()
+    out["killed_before_end"] = not (run_dir / "global_adapter").exists()
+    start = time.perf_counter()
+    resumed = subprocess.run([sys.executable, "-m", "cotune", "run", "--resume", str(run_dir)], cwd=ROOT, env=env,
+                             capture_output=True, timeout=1800)
+    rounds = {json.loads(line)["round"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line)["kind"] == "global"}
+    out["resume_after_sigterm_ok"] = (resumed.returncode == 0 and out["killed_before_end"]
+                                      and (run_dir / "global_adapter").is_dir() and {1, 2} <= rounds)
+    out["resume_seconds"] = round(time.perf_counter() - start, 1)
+    out["processes_left_after_resume"] = len(_tagged(tag))
+    return out
+
+
+def soak(root: Path, rounds: int) -> dict:
+    """`rounds` rounds of a 3-silo simulation: is the server flat (RSS, open files) and its round time steady?"""
+    run = simulate({"clients": 3, "rounds": rounds, "soak": True, "run_dir": str(root)})
+    rss, fds, times = run["rss_mb_per_round"], run["open_files_per_round"], run["round_s"]
+    return {
+        "soak_rounds": rounds,
+        "soak_rss_growth_ratio": round(rss[-1] / rss[9], 4),
+        "soak_open_files_growth": fds[-1] - fds[9],
+        "soak_round_time_ratio": round(float(np.mean(times[-10:])) / float(np.mean(times[9:19])), 4),
+        "soak_detail": {"rss_mb_per_round": rss, "open_files_per_round": fds, "round_s": times,
+                        "wall_s": run["wall_s"]},
+    }
+
+
 # ---------------------------------------------------------------- deployment engine (real processes)
 
 
@@ -409,11 +584,16 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, nargs="+", default=[3, 10, 30])
+    parser.add_argument("--parts", choices=["all", "issue9"], default="all")
+    parser.add_argument("--soak-rounds", type=int, default=50)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         spec = json.loads(args.child)
         Path(spec["result"]).write_text(json.dumps(run_simulation_child(spec)))
+        return
+    if args.parts == "issue9":
+        issue9(args.soak_rounds)
         return
 
     started, load_before = time.perf_counter(), os.getloadavg()
@@ -491,6 +671,36 @@ def main() -> None:
     shutil.rmtree(work)  # run folders and logs; kept when a part fails, for its log
     details = ("privacy_runs", "client_fault_run", "deployment_runs", "malformed_kinds")
     print(json.dumps({k: v for k, v in result.items() if k not in details}, indent=2))
+
+
+def wait_for_quiet(limit: float = 1.0, patience_s: float = 900.0) -> list[float]:
+    """The 1-minute load average once it is below `limit` (figures from a busy host mislead), or after `patience_s`."""
+    deadline = time.time() + patience_s
+    while os.getloadavg()[0] >= limit and time.time() < deadline:
+        time.sleep(10)
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def issue9(soak_rounds: int) -> None:
+    """The hostile-minority, clean-stop and soak keys, merged into the existing results file."""
+    started, load_before = time.perf_counter(), wait_for_quiet()
+    work = Path(tempfile.mkdtemp(prefix="cotune-reliability9-"))
+    result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    part = hostile_minority()
+    print("hostile minority", part, flush=True)
+    part.update(sigterm_and_resume(work / "sigterm"))
+    print("sigterm", part, flush=True)
+    part.update(soak(work / "soak", soak_rounds))
+    print("soak", {k: v for k, v in part.items() if k != "soak_detail"}, flush=True)
+    part["issue9_settings"] = {"sigterm_run": SIGTERM_RUN, "soak": {"config": "configs/smoke.toml", "overrides": FAST,
+                                                                    "clients": 3}}
+    part["issue9_load_average_before"] = load_before
+    part["issue9_load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    part["issue9_seconds"] = round(time.perf_counter() - started, 1)
+    result.update(part)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    shutil.rmtree(work)
+    print(json.dumps({k: v for k, v in part.items() if k not in ("soak_detail", "issue9_settings")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,13 @@
-"""`cotune run`: the main job on the embedded defaults, a TOML config, or `--resume RUN_DIR`."""
+"""`cotune run`: the main job on the embedded defaults, a TOML config, or `--resume RUN_DIR`.
+
+The job runs in a child process under a supervisor (cotune.federation.deployment.supervisor): SIGTERM or Ctrl-C
+stops it and everything it started (the vLLM server, Ray, exporters) within a bounded time, and the last completed
+round's checkpoint stays for `--resume`.
+"""
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from cotune.cli.common import add_config_args, config_from_args
@@ -14,7 +20,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def job_command(args: argparse.Namespace) -> list[str]:
+    """The same `cotune run` for the supervised child."""
+    argv = [sys.executable, "-m", "cotune", *(["--verbose"] if getattr(args, "verbose", False) else []), "run"]
+    if args.config:
+        argv += ["--config", args.config]
+    for override in args.overrides:
+        argv += ["--set", override]
+    if args.resume:
+        argv += ["--resume", args.resume]
+    return argv
+
+
 def run(args: argparse.Namespace) -> int:
+    from cotune.federation.deployment.supervisor import in_job, supervise
+
+    if not in_job():
+        if not args.resume:
+            config_from_args(args)  # a bad key fails here (named, exit 2), before any process starts
+        return supervise(job_command(args))
     from cotune.run.job import resume_config, run_job
 
     if args.resume:

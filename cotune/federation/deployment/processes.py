@@ -40,21 +40,25 @@ def flower_env(marker: str | None = None, home: Path | None = None) -> dict[str,
     return env
 
 
-def marked_processes(marker: str) -> list[psutil.Process]:
-    """Running processes whose environment carries `marker` (this user's only: others' are unreadable)."""
+def marked_processes(marker: str, variable: str = MARKER) -> list[psutil.Process]:
+    """Running processes whose environment variable `variable` is `marker` (this user's only: others' are
+    unreadable)."""
     found = []
     for proc in psutil.process_iter():
         try:
-            if proc.environ().get(MARKER) == marker and proc.status() != psutil.STATUS_ZOMBIE:
+            if proc.environ().get(variable) == marker and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
 
 
-def stop_marked(marker: str, grace: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after `grace`, to every process left of a deployment."""
-    _signal_and_reap(marked_processes(marker), signal.SIGTERM, grace)
+def stop_marked(marker: str, grace: float = 10.0, variable: str = MARKER) -> list[psutil.Process]:
+    """SIGTERM, then SIGKILL after `grace`, to every process left of a deployment (or of a job: `variable`);
+    returns those it found."""
+    found = marked_processes(marker, variable)
+    _signal_and_reap(found, signal.SIGTERM, grace)
+    return found
 
 
 class ManagedProcess:

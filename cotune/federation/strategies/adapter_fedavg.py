@@ -188,7 +188,8 @@ class AdapterFedAvg(FedAvg):
                     f"{cap:.6g}, the smallest registered count (partition {row['client']} is not registered)")
             else:
                 cap = caps[i]
-                why = f"{self.federation.max_examples_multiple:g} x the median claim of the other silos ({cap:.6g})"
+                multiple = self.federation.max_examples_multiple
+                why = f"{multiple:g} x the median claim of the other silos ({cap / multiple:.6g})"
             weight = min(claims[i], cap)
             if weight < claims[i]:
                 row["examples_capped"] = f"claimed {claims[i]:.6g} examples, weighs as {weight:.6g}: capped at {why}"
