@@ -4,7 +4,8 @@ Measured on the default SLM (2 cores, seconds per LoRA step, `benchmarks/client_
 has to itself, passive waiting (threads sleep at once) costs about a third of a step's speed against libgomp's
 default bounded spin (spin ~300k iterations, then sleep); when another compute-bound process shares the cores,
 spinning threads steal its time and steps ran 5-10x slower. So: the libgomp default when the cores are free,
-PASSIVE when at least half of them are already busy. A user's own OMP_WAIT_POLICY always wins.
+PASSIVE when three quarters of them are already busy (not half: the 1-minute load average lags, and a process
+that ended a moment ago still counts). A user's own OMP_WAIT_POLICY always wins.
 
 The job's own idle processes (the server while silos train, an idle engine) spin only for the bounded default,
 never indefinitely: ACTIVE (spin without end) is never chosen, since an idle server's spinning threads would
@@ -15,7 +16,7 @@ import os
 
 # Why the policy was chosen, for the job's log (workers inherit the environment, so the choice is made once).
 REASON_ENV = "COTUNE_OMP_REASON"
-BUSY_SHARE = 0.5
+BUSY_SHARE = 0.75
 
 
 def choose_wait_policy(user_policy: str | None, load_1min: float, cpus: int) -> tuple[str | None, str]:

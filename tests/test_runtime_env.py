@@ -13,7 +13,8 @@ def _omp_policy(env: dict[str, str]) -> str:
 
 
 def test_busy_cores_make_threads_sleep_and_free_cores_keep_the_bounded_spin():
-    assert choose_wait_policy(None, 1.2, 2)[0] == "PASSIVE"
+    assert choose_wait_policy(None, 1.6, 2)[0] == "PASSIVE"
+    assert choose_wait_policy(None, 1.2, 2)[0] is None
     assert choose_wait_policy(None, 0.3, 2)[0] is None
     assert choose_wait_policy(None, 3.9, 8)[0] is None
 

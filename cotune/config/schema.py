@@ -103,7 +103,11 @@ class DataConfig:
 class ClientsConfig:
     num_clients: int = option(3, help="Silos (Flower SuperNodes) in the federation.")
     fraction_train: float = option(1.0, help="Share of connected silos sampled for each training round.")
-    min_clients: int = option(0, help="Fewest replies a round needs to aggregate; 0 means all sampled silos.")
+    min_clients: int = option(
+        0,
+        help="Fewest accepted updates a round needs, on top of federation.quorum (a strict majority of the sampled "
+        "silos by default); 0: the quorum alone. Also the fewest silos sampled per round.",
+    )
     round_timeout_s: float = option(3600.0, help="How long the server waits for a round's replies.")
 
     def validate(self) -> None:
@@ -115,7 +119,9 @@ class ClientsConfig:
 
 @dataclass
 class RoundsConfig:
-    num_rounds: int = option(2, help="Federated rounds.")
+    num_rounds: int = option(
+        3, help="Federated rounds (the default budget is chosen in benchmarks/budget_sweep.py; see README)."
+    )
 
     def validate(self) -> None:
         require(self.num_rounds >= 1, "num_rounds", "an integer >= 1", self.num_rounds)
@@ -179,8 +185,9 @@ class RunConfig:
         "cotune", help="What each round does after local training: plain FedAvg, + FedCoLLM, + CrossLM, or both."
     )
     compare: list[str] = option(
-        default_factory=lambda: ["fedavg", "fedcollm", "crosslm"],
-        help="Other algorithms the job also runs, same seed, splits and budget, for the report's comparison.",
+        default_factory=lambda: ["fedavg"],
+        help="Other algorithms the job also runs, same seed, splits and budget, for the report's comparison "
+        "(the full ablation, with seeds: benchmarks/cotune_quality.py).",
     )
     output_root: str = option("runs", help="Parent folder of run folders (runs/<timestamp>/).")
     baselines: bool = option(True, help="Also measure zero-shot and local-only baselines on the same test.")

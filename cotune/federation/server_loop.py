@@ -14,6 +14,7 @@ from cotune.config import CotuneConfig
 from cotune.data import build_splits, load_plot_summaries
 from cotune.edge_client.adapted_lm import AdaptedLM
 from cotune.edge_client.evaluate import perplexity
+from cotune.export.runtime_adapter import write_beside
 from cotune.federation.cloud import CloudSide
 from cotune.federation.records import config_record, from_record, samples_record, to_record
 from cotune.federation.strategies.factory import build_strategy
@@ -63,6 +64,16 @@ def log_llm(cloud: CloudSide, metrics: MetricsLog, server_round: int, stage: str
     metrics.write({"round": server_round, "kind": "llm", "stage": stage, **result})
 
 
+def norm_history(rows: list[dict], start_round: int) -> list[list[float]]:
+    """Accepted update norms of the closed rounds (client_train rows carry `update_norm`)."""
+    by_round: dict[int, list[float]] = {}
+    for r in rows:
+        accepted = r["kind"] == "client_train" and r.get("status") == "accepted" and "update_norm" in r
+        if accepted and r["round"] <= start_round:
+            by_round.setdefault(r["round"], []).append(float(r["update_norm"]))
+    return [by_round[k] for k in sorted(by_round)]
+
+
 def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path, engine: GenerationEngine | None = None) -> None:
     """All rounds of one run into `run_dir`, resuming from its last checkpoint if it has one."""
     metrics = MetricsLog(run_dir / "metrics.jsonl")
@@ -86,8 +97,9 @@ def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path, engine: GenerationE
         if cloud.llm is not None:
             log_llm(cloud, metrics, 0, "zero_shot")
 
-    def save_round(folder: Path) -> None:
+    def save_round(folder: Path, server_round: int) -> None:
         slm.model.save_pretrained(folder / "slm_adapter")
+        write_beside(folder / "slm_adapter", version=server_round)  # a device can follow the federation round by round
         cloud.save(folder)
 
     def central_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -100,7 +112,7 @@ def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path, engine: GenerationE
         metrics.write({"round": current, "kind": "global", "test_accuracy": accuracy})
         if current > 0:
             with metrics.timed("checkpoint", current):
-                checkpoints.save(current, save_round)
+                checkpoints.save(current, lambda folder: save_round(folder, current))
         return MetricRecord({"test-accuracy": accuracy})
 
     n = cfg.clients.num_clients
@@ -114,6 +126,9 @@ def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path, engine: GenerationE
         round_offset=start_round,
         log_row=metrics.write,
         train_extras=lambda: samples_record(cloud.synthetic["text"], cloud.synthetic["label"]),
+        min_clients=cfg.clients.min_clients,  # floor on accepted updates, on top of federation.quorum
+        registered_examples=[len(c.train) for c in splits.clients],  # what each silo may claim (num-examples)
+        norm_history=norm_history(metrics.rows(), start_round),  # a resumed run keeps its trusted norm reference
         fraction_train=cfg.clients.fraction_train,
         fraction_evaluate=cfg.clients.fraction_train,
         min_train_nodes=cfg.clients.min_clients or sampled,
@@ -140,4 +155,5 @@ def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path, engine: GenerationE
     cloud.close()
     slm.set_state(state)
     slm.model.save_pretrained(run_dir / GLOBAL_ADAPTER)
+    write_beside(run_dir / GLOBAL_ADAPTER, version=cfg.rounds.num_rounds)
     log.info("global adapter written to %s", run_dir / GLOBAL_ADAPTER)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cotune.config import CotuneConfig, dump_toml, from_dict
 from cotune.data import build_splits
+from cotune.export.checks import check_exportable
 from cotune.federation.server_app import new_run_dir
 from cotune.federation.server_loop import GLOBAL_ADAPTER
 from cotune.federation.simulation import simulate
@@ -22,9 +23,9 @@ from cotune.models import resolve_model
 from cotune.federation.cloud import USES_LLM
 from cotune.openmp import REASON_ENV
 from cotune.run.baselines import llm_public_only, local_only
-from cotune.run.engine_start import BackgroundEngine
 from cotune.run.metrics import MetricsLog
 from cotune.run.report import collect_time_rows, render_report, summarize, time_table, write_summary
+from cotune.server_vllm.engine import BackgroundEngine, open_engine
 
 log = logging.getLogger(__name__)
 GENERATES = ("crosslm", "cotune")
@@ -41,14 +42,27 @@ def with_algorithm(cfg: CotuneConfig, algorithm: str) -> CotuneConfig:
     return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, algorithm=algorithm, compare=[]))
 
 
+@contextlib.contextmanager
 def _shared_engine(cfg: CotuneConfig, algorithms: list[str], run_dir: Path, metrics: MetricsLog):
-    """One generation engine for every run of the job that generates, started now in the background: vLLM's
-    start is paid once, beside the first round's silo training."""
+    """One generation engine for every run of the job that generates, started now (vLLM: in the background,
+    beside the first round's silo training): its start is paid once, and its seconds land in the phase timing."""
     pending = [a for a in algorithms if not _finished(_folder(cfg, run_dir, a))]
     if not any(a in GENERATES for a in pending):
-        return contextlib.nullcontext(None)
+        yield None
+        return
     llm_dir = resolve_model(cfg.models.llm, cfg.models.cache_dir)
-    return BackgroundEngine(cfg.server, llm_dir, run_dir / "logs", metrics)
+    start = time.perf_counter()
+    engine = open_engine(cfg.server, llm_dir, run_dir / "logs", background=True)
+    if not isinstance(engine, BackgroundEngine):
+        metrics.time_row("engine_start", time.perf_counter() - start, scope="job")
+    try:
+        yield engine
+    finally:
+        if isinstance(engine, BackgroundEngine):
+            startup = engine.startup()
+            metrics.time_row("engine_start", startup["start_s"] or 0.0, scope="job", overlapped=True)
+            metrics.time_row("engine_wait", startup["waited_s"], scope="job")
+        engine.close()
 
 
 def _folder(cfg: CotuneConfig, run_dir: Path, algorithm: str) -> Path:
@@ -83,15 +97,16 @@ def export_edge(cfg: CotuneConfig, run_dir: Path, metrics: MetricsLog) -> dict:
     from cotune.export.pipeline import export_edge_model
 
     out = run_dir / "edge"
+    task = build_splits(cfg.data, cfg.clients.num_clients).task
     if not (out / MANIFEST).is_file():
         e = cfg.export
         with metrics.timed("export", scope="job"):
             export_edge_model(
                 cfg.models.slm, run_dir / GLOBAL_ADAPTER, out, e.precision, e.parity_prompts, e.parity_tokens,
-                cfg.models.cache_dir,
+                cfg.models.cache_dir, task=task, max_length=cfg.train.max_length, adapter_mode=e.adapter_mode,
             )
     manifest = json.loads((out / MANIFEST).read_text())
-    prompt = build_splits(cfg.data, cfg.clients.num_clients).task.generation_prompt(1)
+    prompt = task.generation_prompt(1)
     with metrics.timed("edge_speed_check", scope="job"):
         tokens_per_s = measure_tokens_per_s(out, prompt, new_tokens=64)
     return {
@@ -113,6 +128,7 @@ def with_reuse(cfg: CotuneConfig, run_dir: Path) -> CotuneConfig:
 def run_job(cfg: CotuneConfig, run_dir: Path | None = None) -> Path:
     """Run (or, given an existing run folder, resume) the job; returns the run folder."""
     start = time.perf_counter()
+    check_exportable(cfg, resolve_model(cfg.models.slm, cfg.models.cache_dir))  # before any training, not after
     run_dir = run_dir or new_run_dir(cfg.run.output_root)
     cfg = with_reuse(cfg, run_dir)
     (run_dir / "config.toml").write_text(dump_toml(cfg))

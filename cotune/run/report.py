@@ -15,6 +15,7 @@ def round_table(rows: list[dict]) -> list[dict]:
     global_rows = {r["round"]: r for r in _by_kind(rows, "global")}
     kd = {r["round"]: r for r in _by_kind(rows, "fedcollm")}
     cross = {r["round"]: r for r in _by_kind(rows, "crosslm")}
+    aggregates = {r["round"]: r for r in _by_kind(rows, "aggregate")}
     table = []
     for rnd in sorted(k for k in global_rows if k > 0):
         trained = [r for r in rows if r["kind"] == "client_train" and r["round"] == rnd and "rejected" not in r]
@@ -27,6 +28,11 @@ def round_table(rows: list[dict]) -> list[dict]:
             "bytes_down": sum(int(r.get("bytes_down", 0)) for r in trained) + cross.get(rnd, {}).get("bytes_down_samples", 0),
             "mean_train_loss": sum(r["train_loss"] for r in trained) / max(len(trained), 1),
         }
+        if rnd in aggregates:
+            a = aggregates[rnd]
+            entry["silos"] = {k: a.get(k, 0) for k in ("sampled", "accepted", "rejected", "missing")}
+            if "too_few" in a:
+                entry["too_few"] = a["too_few"]
         if rnd in kd:
             entry["slm_accuracy_before_kd"] = kd[rnd]["slm_test_accuracy_before_kd"]
             if "llm_to_slm_distilled" in kd[rnd]:
@@ -174,14 +180,23 @@ def render_report(run_dir: Path, summary: dict, title: str) -> Path:
         lines.append(f"| after co-tuning | {_pct(llm.get('after'))} | {ppl.get('after', float('nan')):.2f} |")
     lines += [
         "",
-        "| round | global SLM accuracy | before KD | silos (rejected) | bytes up | bytes down | mean train loss |",
+        "| round | global SLM accuracy | before KD | silos accepted / rejected / missing of sampled | bytes up | "
+        "bytes down | mean train loss |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in summary["rounds"]:
+        silos = r.get("silos")
+        accounted = (
+            f"{silos['accepted']} / {silos['rejected']} / {silos['missing']} of {silos['sampled']}"
+            if silos else f"{r['clients']} / {r['rejected']} / ? of ?"
+        )
         lines.append(
             f"| {r['round']} | {_pct(r['test_accuracy'])} | {_pct(r.get('slm_accuracy_before_kd'))} | "
-            f"{r['clients']} ({r['rejected']}) | {r['bytes_up']:,} | {r['bytes_down']:,} | {r['mean_train_loss']:.3f} |"
+            f"{accounted} | {r['bytes_up']:,} | {r['bytes_down']:,} | {r['mean_train_loss']:.3f} |"
         )
+    for r in summary["rounds"]:
+        if "too_few" in r:
+            lines.append(f"\nRound {r['round']} kept the previous global adapter: {r['too_few']}.")
     cross = [r for r in summary["rounds"] if "crosslm" in r]
     if cross:
         lines += [

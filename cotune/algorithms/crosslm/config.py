@@ -9,7 +9,7 @@ from cotune.config.fields import option
 
 @dataclass
 class CrossLMConfig:
-    samples_per_label: int = option(32, help="Synthetic samples the LLM generates per label per round.")
+    samples_per_label: int = option(16, help="Synthetic samples the LLM generates per label per round.")
     temperature: float = option(0.9, help="Sampling temperature of generation.")
     top_p: float = option(0.95, help="Nucleus sampling threshold.")
     max_new_tokens: int = option(48, help="Token limit of each generated sample.")
@@ -25,7 +25,7 @@ class CrossLMConfig:
     synthetic_share: float = option(
         0.25, help="Share of each silo's training examples drawn from the synthetic set (when there is one)."
     )
-    llm_steps: int = option(8, help="Reward-weighted likelihood steps on the LLM per round.")
+    llm_steps: int = option(4, help="Reward-weighted likelihood steps on the LLM per round.")
     llm_lr: float = option(2e-4, help="Learning rate of the LLM's reward-weighted QLoRA update.")
 
     def validate(self) -> None:

@@ -31,16 +31,19 @@ class FedCoLLMConfig:
         "DualMinCE): a teacher cannot pull the student away where the student already knows better.",
     )
     order: Literal["llm_to_slm_first", "slm_to_llm_first"] = option(
-        "llm_to_slm_first", help="Which direction is distilled first each round."
+        "slm_to_llm_first",
+        help="Which direction is distilled first each round. SLM -> LLM first: the LLM learns from the round's "
+        "SLM and the public labels, then teaches the SLM in the same round (in round 1 a zero-shot LLM has "
+        "nothing to teach).",
     )
     epochs: float = option(
         1.0, help="Passes over the public split per direction per round (rounded up to whole batches)."
     )
     steps: int = option(
-        6, help="Optimizer steps of the LLM -> SLM direction per round; > 0 overrides epochs."
+        12, help="Optimizer steps of the LLM -> SLM direction per round; > 0 overrides epochs."
     )
     llm_steps: int = option(
-        0, help="Optimizer steps of the SLM -> LLM direction per round; 0: the same as `steps`."
+        10, help="Optimizer steps of the SLM -> LLM direction per round; 0: the same as `steps`."
     )
     lr: float = option(2e-4, help="Learning rate of the student's LoRA during distillation.")
     batch_size: int = option(8, help="Public examples per distillation step (see mutual.encode_public_split).")

@@ -1,0 +1,172 @@
+"""Does co-tuning make both sides better? The default job's models, data and budget over several seeds, with every
+arm the claim is measured against, each seed a full `cotune run` (same splits, init and budget for every arm).
+
+Arms, per seed (partition and training seeds both = the seed):
+- SLM: zero-shot, local-only, fedavg, fedcollm, crosslm, cotune, and centralized (one SLM trained on the silos'
+  pooled data with the federation's total silo steps);
+- LLM: zero-shot, public-only (the public split alone, co-tuning's LLM steps, CE only), after co-tuning, and
+  centralized (the pooled silo data, the same steps);
+- the LLM's perplexity on other-domain text before and after.
+Each arm's figure is `{mean, std, per_seed}`. Writes benchmarks/results/cotune_quality.json.
+    .venv/bin/python benchmarks/cotune_quality.py [--seeds 0,1,2] [--test-size 500] [--set key=value ...]
+A seed already measured (its run folder holds metrics.json) is read back, so the script can be resumed.
+"""
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "cotune_quality.json"
+RUNS = Path("runs") / "cotune_quality"
+SLM_ARMS = ("zero_shot", "local_only", "fedavg", "fedcollm", "crosslm", "cotune", "centralized")
+LLM_ARMS = ("zero_shot", "public_only", "after", "centralized")
+
+
+def seed_config(seed: int, test_size: int, overrides: list[str]):
+    from cotune.config import load_config
+
+    return load_config(
+        None,
+        [
+            *overrides, f"data.seed={seed}", f"train.seed={seed}", f"data.test_size={test_size}",
+            "run.algorithm='cotune'", "run.compare=['fedavg', 'fedcollm', 'crosslm']", "run.baselines=true",
+            "export.enabled=false", "run.progress=false",
+        ],
+    )
+
+
+def pooled(splits):
+    from datasets import concatenate_datasets
+
+    return concatenate_datasets([c.train for c in splits.clients]).shuffle(seed=0)
+
+
+def centralized_slm(cfg, splits) -> tuple[float, float]:
+    """One SLM on the pooled silo data, with the federation's total silo steps: (test accuracy, seconds)."""
+    import dataclasses
+
+    from cotune.edge_client.adapted_lm import AdaptedLM
+
+    start = time.perf_counter()
+    steps = cfg.rounds.num_rounds * cfg.clients.num_clients * cfg.train.steps
+    slm = AdaptedLM.load(cfg)
+    central = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
+    slm.train(splits.task, pooled(splits), central, cfg.train.seed, "centralized slm")
+    return slm.accuracy(splits.task, splits.test, cfg), time.perf_counter() - start
+
+
+def centralized_llm(cfg, splits) -> tuple[float, float]:
+    """The LLM on the pooled silo data with co-tuning's LLM steps and lr (CE only): (test accuracy, seconds)."""
+    from cotune.algorithms.fedcollm.mutual import encode_public_split
+    from cotune.edge_client.adapted_lm import AdaptedLM
+    from cotune.edge_client.trainer import train_steps
+    from cotune.run.baselines import llm_public_steps
+
+    start = time.perf_counter()
+    llm = AdaptedLM.load(cfg, "llm")
+    steps = llm_public_steps(cfg)
+    data = pooled(splits).select(range(min(len(pooled(splits)), steps * cfg.fedcollm.batch_size)))
+    batches = encode_public_split(llm.tokenizer, splits.task, data, cfg.fedcollm.batch_size, cfg.train.max_length)
+    train_steps(llm.model, itertools.cycle(batches), steps, cfg.fedcollm.lr, desc="centralized llm")
+    return llm.accuracy(splits.task, splits.test, cfg), time.perf_counter() - start
+
+
+def measure_seed(seed: int, test_size: int, overrides: list[str]) -> dict:
+    from cotune.data import build_splits
+    from cotune.run.job import run_job
+
+    folder = RUNS / f"seed{seed}"
+    done = folder / "quality.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    cfg = seed_config(seed, test_size, overrides)
+    folder.mkdir(parents=True, exist_ok=True)
+    run_job(cfg, folder)
+    summary = json.loads((folder / "metrics.json").read_text())
+    splits = build_splits(cfg.data, cfg.clients.num_clients)
+    slm_central, slm_central_s = centralized_slm(cfg, splits)
+    llm_central, llm_central_s = centralized_llm(cfg, splits)
+    walls = {e["phase"]: e["seconds"] for e in summary["time"]}
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    federations = {
+        algorithm: round(sum(r["seconds"] for r in rows if r.get("phase") == "federation"
+                             and r.get("algorithm") == algorithm), 1)
+        for algorithm in ("cotune", "fedavg", "fedcollm", "crosslm")
+    }
+    result = {
+        "seed": seed,
+        "slm_accuracy": {**summary["slm_accuracy"], "centralized": slm_central},
+        "llm_accuracy": {**summary["llm_accuracy"], "centralized": llm_central},
+        "llm_generalization_ppl": summary["llm_generalization_ppl"],
+        "wall_seconds": {
+            **federations, "local_only": walls.get("local_only"), "llm_public_only": walls.get("llm_public_only"),
+            "slm_centralized": round(slm_central_s, 1), "llm_centralized": round(llm_central_s, 1),
+            "job": summary["wall_seconds"],
+        },
+        "crosslm_rounds": [r.get("crosslm") for r in summary["rounds"] if "crosslm" in r],
+        "distilled": [r.get("distilled") for r in summary["rounds"] if "distilled" in r],
+    }
+    done.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def stats(values: list[float]) -> dict:
+    return {
+        "mean": round(statistics.fmean(values), 4),
+        "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+        "per_seed": values,
+    }
+
+
+def main() -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _host import loadavg, wait_for_quiet
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--test-size", type=int, default=500)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    per_seed, loads = [], []
+    for seed in seeds:
+        before = wait_for_quiet()
+        per_seed.append(measure_seed(seed, args.test_size, args.overrides))
+        loads.append({"seed": seed, "loadavg_before": before, "loadavg_after": loadavg()})
+    slm = {arm: stats([s["slm_accuracy"][arm] for s in per_seed]) for arm in SLM_ARMS}
+    llm = {arm: stats([s["llm_accuracy"][arm] for s in per_seed]) for arm in LLM_ARMS}
+    ppl = {k: stats([s["llm_generalization_ppl"][k] for s in per_seed]) for k in ("before", "after")}
+    gap = [s["slm_accuracy"]["cotune"] - s["slm_accuracy"]["fedavg"] for s in per_seed]
+    result = {
+        "seeds": seeds,
+        "test_size": args.test_size,
+        "overrides": args.overrides,
+        "slm_accuracy": slm,
+        "llm_accuracy": llm,
+        "llm_generalization_ppl": ppl,
+        "goals": {
+            "cotune_minus_local_only": round(slm["cotune"]["mean"] - slm["local_only"]["mean"], 4),
+            "cotune_minus_fedavg": round(statistics.fmean(gap), 4),
+            "cotune_at_least_fedavg_every_seed": all(g >= 0 for g in gap),
+            "llm_after_minus_zero_shot": round(llm["after"]["mean"] - llm["zero_shot"]["mean"], 4),
+            "llm_after_minus_public_only": round(llm["after"]["mean"] - llm["public_only"]["mean"], 4),
+            "ppl_drift": round(ppl["after"]["mean"] / ppl["before"]["mean"] - 1, 4),
+            "slm_cotune_over_centralized": round(slm["cotune"]["mean"] / slm["centralized"]["mean"], 4),
+            "llm_after_over_centralized": round(llm["after"]["mean"] / llm["centralized"]["mean"], 4),
+        },
+        "wall_seconds": {arm: stats([s["wall_seconds"][arm] for s in per_seed])
+                         for arm in per_seed[0]["wall_seconds"] if per_seed[0]["wall_seconds"][arm] is not None},
+        "per_seed": per_seed,
+        "load": loads,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("slm_accuracy", "llm_accuracy", "goals")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
