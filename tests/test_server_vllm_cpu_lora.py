@@ -43,14 +43,20 @@ def stacked(slices, seed):
 
 @pytest.mark.parametrize("case", sorted(INDEX_CASES))
 @pytest.mark.parametrize("add_inputs", [True, False])
-def test_fused_linear_equals_per_token_reference(case, add_inputs):
+@pytest.mark.parametrize("cached", [True, False])
+def test_fused_linear_equals_per_token_reference(case, add_inputs, cached):
     indices = torch.tensor(INDEX_CASES[case])
     slices = (8, 4, 4)  # a qkv-like layer: three slices of different widths
     a, b = stacked(slices, seed=0)
     x = torch.randn(TOKENS, HIDDEN, generator=torch.Generator().manual_seed(1))
     y0 = torch.randn(TOKENS, sum(slices), generator=torch.Generator().manual_seed(2))
     y = y0.clone()
-    lora_ops.fused_lora_linear(y, x, a, b, 0.5, slices, lora_ops._grouped(indices), add_inputs=add_inputs)
+    cache = {} if cached else None
+    if cached:  # a stale entry for the same layer: must be rebuilt after the slot's weights changed
+        lora_ops.fused_lora_linear(y.clone(), x, a, b, 0.5, slices, lora_ops._grouped(indices), True, cache)
+        for tensor in (*a, *b):
+            tensor.mul_(0.5)
+    lora_ops.fused_lora_linear(y, x, a, b, 0.5, slices, lora_ops._grouped(indices), add_inputs, cache)
     delta = reference_linear(x, a, b, 0.5, slices, INDEX_CASES[case])
     expected = (y0.double() + delta) if add_inputs else delta
     torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-4)
