@@ -40,6 +40,18 @@ class VllmEngine(GenerationEngine):
             raise EngineError(f"vLLM at {self.url} lists no base model: {models}")
         self.served_model = base[0]["id"]
         self.max_model_len = int(base[0].get("max_model_len") or self.cfg.max_model_len)
+        if self._server is not None and self.cfg.enable_lora:
+            log.info("vLLM LoRA ops: %s", self.lora_ops())
+
+    def lora_ops(self) -> str:
+        """Which LoRA ops the started server's CPU path uses, from its log: cotune's dense ops or vLLM's own."""
+        from cotune.server_vllm.vllm_cpu.lora_ops import MARKER
+
+        if self._server is None:
+            return "unknown (server.vllm_url: not started by cotune)"
+        if MARKER in self._server.log_tail(100_000):
+            return "cotune's dense CPU ops (server.cpu_dense_lora; GPU hosts use vLLM's kernels regardless)"
+        return "vLLM's own (on CPU: a copy of the adapter weights per token, ~2.5x slower with an adapter)"
 
     def generate(self, prompts: list[str], sampling: Sampling, adapter: str | None = None) -> list[list[str]]:
         if adapter is not None and adapter not in self.adapters:
