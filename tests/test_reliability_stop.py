@@ -102,14 +102,11 @@ def job_processes(tag: str) -> list[psutil.Process]:
 def test_sigterm_mid_round_leaves_no_process_and_resume_completes(tmp_path):
     """`cotune run` (CrossLM on a stand-in vLLM server that runs in its own session, as vLLM does) stopped with
     SIGTERM after round 1's checkpoint: no process of the job survives, and `--resume` finishes the run."""
-    from test_server_vllm_process import STAND_IN
+    from support.stand_in_vllm import install
 
-    stand_in, python = tmp_path / "stand_in.py", tmp_path / "python"
-    stand_in.write_text(STAND_IN)
-    python.write_text(f'#!/bin/sh\nexec {sys.executable} {stand_in} "$@"\n')
-    python.chmod(0o755)
+    python = install(tmp_path)
     tag = uuid.uuid4().hex
-    env = {**os.environ, "COTUNE_STOP_TEST": tag, "STAND_IN_MODE": "serve", "STAND_IN_PIDS": str(tmp_path / "pids")}
+    env = {**os.environ, "COTUNE_STOP_TEST": tag, "STAND_IN_PIDS": str(tmp_path / "pids")}
     overrides = [
         "train.steps=1", "data.max_client_examples=16", "data.test_size=16", "run.algorithm='crosslm'",
         "run.baselines=false", "run.compare=[]", "export.enabled=false", "rounds.num_rounds=2",
