@@ -155,7 +155,9 @@ def test_mutual_distillation_runs_both_directions_in_order(tokenizer, lora, smok
     slm_before, llm_before = _snapshot(slm), _snapshot(llm)
     batches = encode_public_split(tokenizer, smoke_splits.task, smoke_splits.public.select(range(3)), 2, 32)
     assert [b["input_ids"].shape[0] for b in batches] == [2, 1]
-    cfg = _topk(epochs=1.0, steps=0, lr=1e-2, top_k=8, temperature=1.0, kd_weight=10.0, order="slm_to_llm_first")
+    cfg = _topk(
+        epochs=1.0, steps=0, llm_steps=0, lr=1e-2, top_k=8, temperature=1.0, kd_weight=10.0, order="slm_to_llm_first"
+    )
     metrics = mutual_distillation(slm, llm, iter(batches), cfg)  # a one-shot iterator serves both directions
     assert list(metrics)[0].startswith("slm_to_llm_")
     for direction in ("llm_to_slm", "slm_to_llm"):

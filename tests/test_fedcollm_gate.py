@@ -80,3 +80,18 @@ def test_label_word_targets_need_the_label_ids(tokenizer, setting):
     student, teacher, task, data, _ = setting
     with pytest.raises(ValueError, match="label-word token ids"):
         distill(student, teacher, encode_public_split(tokenizer, task, data, 8, 64), FedCoLLMConfig(steps=1))
+
+
+def test_a_direction_that_lowers_the_students_holdout_accuracy_is_undone(tokenizer, setting):
+    from cotune.algorithms.fedcollm.mutual import mutual_distillation
+    from cotune.edge_client.adapters import adapter_state
+
+    student, teacher, task, data, label_ids = setting
+    batches = encode_public_split(tokenizer, task, data, 8, 64)
+    before = {k: v.copy() for k, v in adapter_state(student).items()}
+    scores = iter([0.9, 0.5, 0.4, 0.6])  # llm_to_slm: 0.9 -> 0.5 (worse: undone); slm_to_llm: 0.4 -> 0.6 (kept)
+    cfg = FedCoLLMConfig(steps=2, lr=1e-2, order="llm_to_slm_first")
+    metrics = mutual_distillation(student, teacher, batches, cfg, label_ids, holdout_accuracy=lambda m: next(scores))
+    assert metrics["llm_to_slm_kept"] == 0 and metrics["slm_to_llm_kept"] == 1
+    after = adapter_state(student)
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # the SLM's adapter is back where it started

@@ -18,6 +18,7 @@ from cotune.config import CotuneConfig
 from cotune.data import TaskSplits
 from cotune.data.encoding import label_token_ids
 from cotune.edge_client.adapted_lm import AdaptedLM
+from cotune.edge_client.evaluate import label_word_accuracy
 from cotune.federation.queries import ask_scores
 from cotune.models import resolve_model
 from cotune.run.checkpoint import load_adapter_tensors
@@ -64,23 +65,28 @@ class CloudSide:
 
     def _distill(self, server_round: int, state: State) -> State:
         self.slm.set_state(state)
-        with self.metrics.timed("central_eval_slm", server_round, stage="before_kd"):
-            before = self.slm.accuracy(self.splits.task, self.splits.test, self.cfg)
-        c = self.cfg.fedcollm
+        c, task = self.cfg.fedcollm, self.splits.task
+        holdout = self.splits.public.select(range(min(c.holdout_size, len(self.splits.public) - 1)))
+        public = self.splits.public.select(range(len(holdout), len(self.splits.public)))
         batches = encode_public_split(
-            self.slm.tokenizer, self.splits.task, self.splits.public, c.batch_size, self.cfg.train.max_length,
+            self.slm.tokenizer, task, public, c.batch_size, self.cfg.train.max_length,
             seed=self.cfg.data.seed + server_round,
         )
+        t = self.cfg.train
+
+        def holdout_accuracy(model: torch.nn.Module) -> float:
+            return label_word_accuracy(model, self.slm.tokenizer, task, holdout, t.eval_batch_size, t.max_length)
+
         torch.manual_seed(self.cfg.train.seed + server_round)  # LoRA dropout: a resumed round replays exactly
-        label_ids = label_token_ids(self.slm.tokenizer, self.splits.task)
         result = mutual_distillation(
-            self.slm.model, self.llm.model, batches, c, label_ids, progress=self.cfg.run.progress
+            self.slm.model, self.llm.model, batches, c, label_token_ids(self.slm.tokenizer, task),
+            progress=self.cfg.run.progress, holdout_accuracy=holdout_accuracy if len(holdout) else None,
         )
         for direction in ("llm_to_slm", "slm_to_llm"):
             self.metrics.time_row(f"distill_{direction}", result[f"{direction}_seconds"], server_round)
-        self.metrics.write(
-            {"round": server_round, "kind": "fedcollm", "slm_test_accuracy_before_kd": before, **result}
-        )
+            if f"{direction}_holdout_seconds" in result:
+                self.metrics.time_row("distill_holdout_check", result[f"{direction}_holdout_seconds"], server_round)
+        self.metrics.write({"round": server_round, "kind": "fedcollm", **result})
         return self.slm.state()
 
     def _crosslm(self, server_round: int) -> None:

@@ -34,11 +34,15 @@ def round_table(rows: list[dict]) -> list[dict]:
             if "too_few" in a:
                 entry["too_few"] = a["too_few"]
         if rnd in kd:
-            entry["slm_accuracy_before_kd"] = kd[rnd]["slm_test_accuracy_before_kd"]
-            if "llm_to_slm_distilled" in kd[rnd]:
-                entry["distilled"] = {
-                    d: [kd[rnd][f"{d}_distilled"], kd[rnd][f"{d}_examples"]] for d in ("llm_to_slm", "slm_to_llm")
+            k = kd[rnd]
+            entry["distilled"] = {
+                d: {
+                    "distilled": k[f"{d}_distilled"], "examples": k[f"{d}_examples"],
+                    "holdout_before": k.get(f"{d}_holdout_before"), "holdout_after": k.get(f"{d}_holdout_after"),
+                    "kept": bool(k.get(f"{d}_kept", True)),
                 }
+                for d in ("llm_to_slm", "slm_to_llm")
+            }
         if rnd in cross:
             entry["crosslm"] = {k: v for k, v in cross[rnd].items() if k not in ("time", "round", "kind")}
         table.append(entry)
@@ -180,9 +184,9 @@ def render_report(run_dir: Path, summary: dict, title: str) -> Path:
         lines.append(f"| after co-tuning | {_pct(llm.get('after'))} | {ppl.get('after', float('nan')):.2f} |")
     lines += [
         "",
-        "| round | global SLM accuracy | before KD | silos accepted / rejected / missing of sampled | bytes up | "
+        "| round | global SLM accuracy | silos accepted / rejected / missing of sampled | bytes up | "
         "bytes down | mean train loss |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|",
     ]
     for r in summary["rounds"]:
         silos = r.get("silos")
@@ -191,8 +195,7 @@ def render_report(run_dir: Path, summary: dict, title: str) -> Path:
             if silos else f"{r['clients']} / {r['rejected']} / ? of ?"
         )
         lines.append(
-            f"| {r['round']} | {_pct(r['test_accuracy'])} | {_pct(r.get('slm_accuracy_before_kd'))} | "
-            f"{accounted} | {r['bytes_up']:,} | {r['bytes_down']:,} | {r['mean_train_loss']:.3f} |"
+            f"| {r['round']} | {_pct(r['test_accuracy'])} | {accounted} | {r['bytes_up']:,} | {r['bytes_down']:,} | {r['mean_train_loss']:.3f} |"
         )
     for r in summary["rounds"]:
         if "too_few" in r:
@@ -223,14 +226,20 @@ def render_report(run_dir: Path, summary: dict, title: str) -> Path:
     if kd:
         lines += [
             "",
-            "| round | LLM -> SLM: examples distilled / seen | SLM -> LLM: examples distilled / seen |",
+            "FedCoLLM: examples distilled (teacher better) / seen, and the student's accuracy on the public hold-out "
+            "before -> after (a direction that lowered it was undone).",
+            "",
+            "| round | LLM -> SLM | SLM -> LLM |",
             "|---|---|---|",
         ]
         for r in kd:
-            d = r["distilled"]
-            lines.append(
-                f"| {r['round']} | {d['llm_to_slm'][0]} / {d['llm_to_slm'][1]} | {d['slm_to_llm'][0]} / {d['slm_to_llm'][1]} |"
-            )
+            cells = []
+            for d in (r["distilled"]["llm_to_slm"], r["distilled"]["slm_to_llm"]):
+                check = "" if d["holdout_before"] is None else (
+                    f"; {_pct(d['holdout_before'])} -> {_pct(d['holdout_after'])}{'' if d['kept'] else ' (undone)'}"
+                )
+                cells.append(f"{d['distilled']} / {d['examples']}{check}")
+            lines.append(f"| {r['round']} | {cells[0]} | {cells[1]} |")
     if plot_rounds(run_dir, summary):
         lines += ["", "![accuracy per round](accuracy.png)"]
     lines += ["", "## Performance", ""]

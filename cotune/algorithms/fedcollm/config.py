@@ -46,6 +46,11 @@ class FedCoLLMConfig:
         10, help="Optimizer steps of the SLM -> LLM direction per round; 0: the same as `steps`."
     )
     lr: float = option(2e-4, help="Learning rate of the student's LoRA during distillation.")
+    holdout_size: int = option(
+        100,
+        help="Public examples kept out of distillation to check each direction: a direction that leaves its "
+        "student less accurate on them than before is undone (0: no check).",
+    )
     batch_size: int = option(8, help="Public examples per distillation step (see mutual.encode_public_split).")
 
     def validate(self) -> None:
@@ -57,3 +62,4 @@ class FedCoLLMConfig:
         require(self.llm_steps >= 0, "llm_steps", "an integer >= 0", self.llm_steps)
         require(self.lr > 0, "lr", "a number > 0", self.lr)
         require(self.batch_size > 0, "batch_size", "an integer > 0", self.batch_size)
+        require(self.holdout_size >= 0, "holdout_size", "an integer >= 0", self.holdout_size)

@@ -5,7 +5,8 @@ configured order; the second direction sees the first one's result). The distill
 receive next round: the caller extracts it (`cotune.edge_client.adapters.adapter_state`).
 """
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 
 from datasets import Dataset
 from peft import PeftModel
@@ -15,6 +16,7 @@ from cotune.algorithms.fedcollm.config import FedCoLLMConfig
 from cotune.algorithms.fedcollm.distill import Batch, check_models_share_vocab, distill
 from cotune.data.encoding import task_batch
 from cotune.data.tasks import ClassificationTask
+from cotune.edge_client.adapters import adapter_state, load_adapter_state
 
 
 ORDERS = {
@@ -50,16 +52,32 @@ def mutual_distillation(
     cfg: FedCoLLMConfig,
     label_ids: Sequence[int] | None = None,
     progress: bool = False,
+    holdout_accuracy: Callable[[PeftModel], float] | None = None,
 ) -> dict[str, float]:
     """Both directions on the same public batches; metrics of each are prefixed `llm_to_slm_` / `slm_to_llm_`.
 
-    The LLM student takes `cfg.llm_steps` steps (when set): moving the larger model needs more of them."""
+    The LLM student takes `cfg.llm_steps` steps (when set): moving the larger model needs more of them. With
+    `holdout_accuracy` (the student's accuracy on public examples kept out of the batches), a direction that
+    leaves its student below where it started is undone: distillation can skip a round, never make it worse."""
     check_models_share_vocab(slm, llm)
     batches = list(public_batches)
     metrics: dict[str, float] = {}
     for direction in ORDERS[cfg.order]:
         student, teacher = (slm, llm) if direction == "llm_to_slm" else (llm, slm)
         steps = cfg.llm_steps if direction == "slm_to_llm" and cfg.llm_steps else cfg.steps
+        if holdout_accuracy is not None:
+            check_start = time.perf_counter()
+            start_state = {k: v.copy() for k, v in adapter_state(student).items()}
+            before = holdout_accuracy(student)
+            check_s = time.perf_counter() - check_start
         result = distill(student, teacher, batches, cfg, label_ids, steps, progress=progress, desc=direction)
+        if holdout_accuracy is not None:
+            check_start = time.perf_counter()
+            after = holdout_accuracy(student)
+            kept = after >= before
+            if not kept:
+                load_adapter_state(student, start_state)
+            check_s += time.perf_counter() - check_start
+            result.update(holdout_before=before, holdout_after=after, kept=int(kept), holdout_seconds=round(check_s, 3))
         metrics.update({f"{direction}_{key}": value for key, value in result.items()})
     return metrics
