@@ -27,7 +27,8 @@
   the round times.
 
 Each simulation runs in its own process (its own Ray, its own peak RSS). Writes benchmarks/results/reliability.json
-(`--parts issue9` runs only the last three and updates their keys in the existing file).
+(`--parts issue9` runs only the last three, `--parts hostile|stop|soak` one of them, and updates their keys in
+the existing file).
     .venv/bin/python benchmarks/reliability.py [--clients 3 10 30] [--parts all|issue9] [--soak-rounds 50]
 """
 
@@ -584,7 +585,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, nargs="+", default=[3, 10, 30])
-    parser.add_argument("--parts", choices=["all", "issue9"], default="all")
+    parser.add_argument("--parts", choices=["all", "issue9", *ISSUE9_PARTS], default="all")
     parser.add_argument("--soak-rounds", type=int, default=50)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -592,8 +593,8 @@ def main() -> None:
         spec = json.loads(args.child)
         Path(spec["result"]).write_text(json.dumps(run_simulation_child(spec)))
         return
-    if args.parts == "issue9":
-        issue9(args.soak_rounds)
+    if args.parts != "all":
+        issue9(args.soak_rounds, ISSUE9_PARTS if args.parts == "issue9" else (args.parts,))
         return
 
     started, load_before = time.perf_counter(), os.getloadavg()
@@ -673,7 +674,7 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if k not in details}, indent=2))
 
 
-def wait_for_quiet(limit: float = 1.0, patience_s: float = 900.0) -> list[float]:
+def wait_for_quiet(limit: float = 1.0, patience_s: float = 600.0) -> list[float]:
     """The 1-minute load average once it is below `limit` (figures from a busy host mislead), or after `patience_s`."""
     deadline = time.time() + patience_s
     while os.getloadavg()[0] >= limit and time.time() < deadline:
@@ -681,26 +682,32 @@ def wait_for_quiet(limit: float = 1.0, patience_s: float = 900.0) -> list[float]
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def issue9(soak_rounds: int) -> None:
-    """The hostile-minority, clean-stop and soak keys, merged into the existing results file."""
+ISSUE9_PARTS = ("hostile", "stop", "soak")
+
+
+def issue9(soak_rounds: int, parts: tuple[str, ...] = ISSUE9_PARTS) -> None:
+    """The hostile-minority, clean-stop and soak keys, merged into the existing results file after each part."""
     started, load_before = time.perf_counter(), wait_for_quiet()
     work = Path(tempfile.mkdtemp(prefix="cotune-reliability9-"))
-    result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    part = hostile_minority()
-    print("hostile minority", part, flush=True)
-    part.update(sigterm_and_resume(work / "sigterm"))
-    print("sigterm", part, flush=True)
-    part.update(soak(work / "soak", soak_rounds))
-    print("soak", {k: v for k, v in part.items() if k != "soak_detail"}, flush=True)
-    part["issue9_settings"] = {"sigterm_run": SIGTERM_RUN, "soak": {"config": "configs/smoke.toml", "overrides": FAST,
-                                                                    "clients": 3}}
-    part["issue9_load_average_before"] = load_before
-    part["issue9_load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    part["issue9_seconds"] = round(time.perf_counter() - started, 1)
-    result.update(part)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+
+    def save(part: dict) -> None:
+        result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+        result.update(part)
+        result["issue9_settings"] = {"sigterm_run": SIGTERM_RUN, "soak": {"config": "configs/smoke.toml",
+                                                                          "overrides": FAST, "clients": 3}}
+        result["issue9_load_average_before"] = load_before
+        result["issue9_load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+        result["issue9_seconds"] = round(time.perf_counter() - started, 1)
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in part.items() if k != "soak_detail"}, indent=2), flush=True)
+
+    if "hostile" in parts:
+        save(hostile_minority())
+    if "stop" in parts:
+        save(sigterm_and_resume(work / "sigterm"))
+    if "soak" in parts:
+        save(soak(work / "soak", soak_rounds))
     shutil.rmtree(work)
-    print(json.dumps({k: v for k, v in part.items() if k not in ("soak_detail", "issue9_settings")}, indent=2))
 
 
 if __name__ == "__main__":
