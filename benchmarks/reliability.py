@@ -674,7 +674,7 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if k not in details}, indent=2))
 
 
-def wait_for_quiet(limit: float = 1.0, patience_s: float = 600.0) -> list[float]:
+def wait_for_quiet(limit: float = 1.0, patience_s: float = 240.0) -> list[float]:
     """The 1-minute load average once it is below `limit` (figures from a busy host mislead), or after `patience_s`."""
     deadline = time.time() + patience_s
     while os.getloadavg()[0] >= limit and time.time() < deadline:

@@ -57,6 +57,10 @@ def test_registered_counts_bound_claims_exactly():
     assert "registered for partition 2" in abuser["examples_capped"]
 
 
+def test_trusting_claims_is_what_let_one_silo_take_over():
+    assert _weight_abuse([], max_examples_multiple=0) == pytest.approx(1.0, abs=1e-6)  # the finding, as it was
+
+
 def test_honest_counts_within_the_cap_weigh_as_claimed():
     rows = []
     replies = [train_reply(honest(i), i + 1, examples=100 + 50 * i) for i in range(3)]  # 100, 150, 200
@@ -95,6 +99,16 @@ def test_colluders_who_are_half_of_a_round_cannot_outvote_earlier_rounds():
     s.federation.quorum = 0.0  # an operator who accepts any one valid update gets the honest one alone
     arrays, _ = s.aggregate_train(2, replies)
     assert distance(from_record(arrays), honest_two) < 1e-6
+
+
+def test_without_history_colluders_who_are_half_of_a_round_pass():
+    """What `norm_history_rounds` buys: with it off, the 2-of-3 collusion of the test above is accepted."""
+    rows = []
+    s = strategy(rows, norm_history_rounds=0)
+    s.aggregate_train(1, [train_reply(honest(i), i + 1) for i in range(3)])
+    replies = [train_reply(honest(20), 1), *(train_reply(scaled(honest(21 + i), 1e6), i + 2) for i in range(2))]
+    s.aggregate_train(2, replies)
+    assert not [r for r in _rows(rows, "client_train") if "rejected" in r] and not s.norm_history
 
 
 def test_outliers_can_be_clipped_to_their_bound_instead():

@@ -34,10 +34,11 @@ def in_job() -> bool:
     return JOB_MARKER in os.environ
 
 
-def supervise(command: list[str], grace: float = GRACE_S) -> int:
-    """Run `command` as the job and return its exit code (128 + the signal's number when stopped by one)."""
+def supervise(command: list[str], grace: float = GRACE_S, env: dict[str, str] | None = None) -> int:
+    """Run `command` (in `env`, default this environment) as the job and return its exit code (128 + the signal's
+    number when stopped by one)."""
     marker = f"job-{uuid.uuid4().hex}"
-    child = subprocess.Popen(command, env={**os.environ, JOB_MARKER: marker})
+    child = subprocess.Popen(command, env={**(os.environ if env is None else env), JOB_MARKER: marker})
     stopping: list[int] = []
 
     def stop(signum: int, frame: object) -> None:

@@ -116,7 +116,7 @@ class AdapterFedAvg(FedAvg):
         self.accepted = 0  # updates combined in the last aggregation (DP accounting needs it)
         self.ledger = RoundLedger()  # this round's sampled silos and what became of each
         # Accepted norms of the last closed rounds: the reference colluders inside one round cannot move.
-        self.norm_history: deque[list[float]] = deque(norm_history, maxlen=self.federation.norm_history_rounds or None)
+        self.norm_history: deque[list[float]] = deque(norm_history, maxlen=self.federation.norm_history_rounds)
         self._round_start = time.perf_counter()
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
@@ -181,17 +181,17 @@ class AdapterFedAvg(FedAvg):
         caps = claim_caps(claims, 0 if registry else self.federation.max_examples_multiple)
         weights = []
         for i, (_, row) in enumerate(accepted):
-            if registry:
-                known = 0 <= row["client"] < len(registry)
-                cap = float(registry[row["client"]] if known else min(registry))
-                why = f"the {cap:.6g} registered for partition {row['client']}" if known else (
-                    f"{cap:.6g}, the smallest registered count (partition {row['client']} is not registered)")
-            else:
-                cap = caps[i]
-                multiple = self.federation.max_examples_multiple
-                why = f"{multiple:g} x the median claim of the other silos ({cap / multiple:.6g})"
+            known = bool(registry) and 0 <= row["client"] < len(registry)
+            cap = float(registry[row["client"]] if known else min(registry)) if registry else caps[i]
             weight = min(claims[i], cap)
             if weight < claims[i]:
+                if known:
+                    why = f"the {cap:.6g} registered for partition {row['client']}"
+                elif registry:
+                    why = f"{cap:.6g}, the smallest registered count (partition {row['client']} is not registered)"
+                else:
+                    multiple = self.federation.max_examples_multiple
+                    why = f"{multiple:g} x the median claim of the other silos ({cap / multiple:.6g})"
                 row["examples_capped"] = f"claimed {claims[i]:.6g} examples, weighs as {weight:.6g}: capped at {why}"
                 log.warning("round %d: node %s: %s", server_round, row["node"], row["examples_capped"])
             weights.append(weight)
