@@ -138,3 +138,26 @@ def test_sigterm_mid_round_leaves_no_process_and_resume_completes(tmp_path):
               if json.loads(line)["kind"] == "global"}
     assert {1, 2} <= rounds
     assert not job_processes(tag)
+
+
+def test_sigterm_on_cotune_server_stops_the_superlink_and_what_it_started(tmp_path):
+    """`cotune server` (a SuperLink, which starts its SuperExec in a session of its own): SIGTERM leaves nothing."""
+    from cotune.federation.deployment.processes import free_port
+
+    tag = uuid.uuid4().hex
+    env = {**os.environ, "COTUNE_STOP_TEST": tag}
+    command = [sys.executable, "-m", "cotune", "server", "--insecure", "--port", str(free_port()),
+               "--database", str(tmp_path / "state.db")]
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while "Uvicorn running on" not in log.read_text(errors="replace") or len(job_processes(tag)) < 3:
+        assert server.poll() is None, log.read_text(errors="replace")[-2000:]
+        assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
+        time.sleep(0.2)
+    started = len(job_processes(tag))
+    server.terminate()
+    assert server.wait(timeout=60) == 128 + signal.SIGTERM
+    time.sleep(0.5)
+    assert started >= 3 and not job_processes(tag)  # supervisor, flower-superlink, flower-superexec

@@ -1,4 +1,5 @@
-"""Deployment commands: each prints the Flower command line it runs, then becomes that command.
+"""Deployment commands: each prints the Flower command line it runs, then runs it (the long-running `server` and
+`silo` under a supervisor that stops everything Flower started on SIGTERM or Ctrl-C; the others become the command).
 
     cotune certs DIR --host HOST ...      development CA + SuperLink certificate (production: your CA's files)
     cotune node-key DIR --name silo0      a silo's SuperNode key pair
@@ -19,6 +20,7 @@ from cotune.federation.deployment import commands
 from cotune.federation.deployment.flower_home import flower_home, write_connection
 from cotune.federation.deployment.node_keys import write_node_key
 from cotune.federation.deployment.processes import flower_env
+from cotune.federation.deployment.supervisor import supervise
 from cotune.federation.deployment.tls import CA_CERT, SERVER_CERT, SERVER_KEY, TlsFiles, write_dev_certificates
 
 DEFAULT_PORT = 9091
@@ -106,6 +108,16 @@ def _exec(command: list[str], args: argparse.Namespace, home: Path | None = None
     os.execvpe(command[0], command, env)  # replaces this process: Flower gets the terminal and the signals
 
 
+def _supervise(command: list[str], args: argparse.Namespace) -> int:
+    """Print the command; unless --dry-run, run it under a supervisor: a SuperLink or SuperNode starts its SuperExec
+    and app processes in sessions of their own, which a signal to this process group misses; on SIGTERM, SIGINT or
+    SIGHUP the supervisor stops Flower and then everything it started (cotune.federation.deployment.supervisor)."""
+    print(f"$ {commands.render(command)}", flush=True)
+    if args.dry_run:
+        return 0
+    return supervise(command, env=flower_env())
+
+
 def _server_tls(args: argparse.Namespace) -> TlsFiles | None:
     if args.insecure:
         return None
@@ -155,7 +167,7 @@ def run_server(args: argparse.Namespace) -> int:
     tls = _server_tls(args)
     options = commands.SuperLinkOptions(host=args.host, port=args.port, tls=tls,
                                         node_auth=not (args.no_node_auth or args.insecure), database=args.database)
-    return _exec(commands.superlink_command(options), args)
+    return _supervise(commands.superlink_command(options), args)
 
 
 def run_register(args: argparse.Namespace) -> int:
@@ -176,7 +188,7 @@ def run_silo(args: argparse.Namespace) -> int:
         root_certificates=None if args.insecure else args.root_certificates.resolve(),
         private_key=args.key.resolve() if args.key else None, runtime_port=args.runtime_port,
     )
-    return _exec(commands.supernode_command(options), args)
+    return _supervise(commands.supernode_command(options), args)
 
 
 def run_submit(args: argparse.Namespace) -> int:
