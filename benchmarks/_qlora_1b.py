@@ -75,10 +75,10 @@ def weight_bytes(model) -> int:
     return total
 
 
-def measure_variant(precision: str, folder: str, steps: int) -> dict:
+def measure_variant(precision: str, folder: str, steps: int, overrides: list[str]) -> dict:
     """In this (fresh) process: load the 1B-shape model at `precision` the silo's way and train `steps` steps."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from _memory import PeakRSS
+    from _memory import PeakRSS, _kernel_peak, _reset_kernel_peak
 
     import torch
 
@@ -87,13 +87,18 @@ def measure_variant(precision: str, folder: str, steps: int) -> dict:
     from cotune.edge_client.adapted_lm import AdaptedLM
     from cotune.edge_client.trainer import sample_batches, train_steps
 
-    cfg = load_config(None, [f"models.slm='{folder}'", f"quantization.slm_load='{precision}'", "run.progress=false"])
+    cfg = load_config(
+        None, [*overrides, f"models.slm='{folder}'", f"quantization.slm_load='{precision}'", "run.progress=false"]
+    )
     splits = build_splits(cfg.data, cfg.clients.num_clients)
     torch.set_num_threads(cfg.train.threads or torch.get_num_threads())
     rss = PeakRSS().start()  # after imports and data: what remains is model + training
     start = time.perf_counter()
     slm = AdaptedLM.load(cfg)
-    load_s, after_load = time.perf_counter() - start, rss.rss()
+    load_s, after_load, load_peak = time.perf_counter() - start, rss.rss(), _kernel_peak() or 0
+    # the loader's transient peak (checkpoint pages + converted tensors) is one thing, training's another:
+    # restart the kernel's high-water mark so the training phase is measured on its own too
+    train_exact = rss.exact and _reset_kernel_peak()
     t = cfg.train
     batches = sample_batches(slm.tokenizer, splits.task, splits.clients[0].train, t.batch_size, t.max_length, 0)
     times = []
@@ -103,11 +108,14 @@ def measure_variant(precision: str, folder: str, steps: int) -> dict:
             slm.model, batches, 1, t.lr, release_freed_memory=getattr(t, "release_freed_memory", False)
         )
         times.append(time.perf_counter() - start)
-    peak = rss.stop()
+    train_peak = _kernel_peak() if train_exact else None
+    peak = max(rss.stop(), load_peak)
     return {
         "precision": precision,
         "peak_rss_mb": round((peak - rss.baseline) / MB, 1),
         "model_rss_mb": round((after_load - rss.baseline) / MB, 1),
+        "load_peak_rss_mb": round((load_peak - rss.baseline) / MB, 1) if rss.exact else None,
+        "train_peak_rss_mb": round((train_peak - rss.baseline) / MB, 1) if train_peak else None,
         "weight_bytes": weight_bytes(slm.model),
         "parameters": sum(p.numel() for p in slm.model.parameters()),
         "load_s": round(load_s, 1),
@@ -120,23 +128,41 @@ def measure_variant(precision: str, folder: str, steps: int) -> dict:
     }
 
 
-def measure_1b(steps: int = STEPS, cache_dir: str = "") -> dict:
-    """memory_ratio_1b (NF4 QLoRA peak / fp32 LoRA peak) and weight_bytes_ratio_1b, each variant in a fresh
-    subprocess, with the variants' figures."""
-    folder = model_folder(cache_dir)
+def measure_pair(folder: Path, steps: int, overrides: list[str]) -> dict:
+    """fp32 LoRA and NF4 QLoRA under the same overrides, each in a fresh subprocess."""
     variants = {}
     for precision in ("none", "nf4"):
         cmd = [sys.executable, __file__, "--variant", precision, "--folder", str(folder), "--steps", str(steps)]
+        cmd += [a for o in overrides for a in ("--set", o)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         variants["fp32_lora" if precision == "none" else "nf4_qlora"] = json.loads(out.strip().splitlines()[-1])
+    return variants
+
+
+def measure_1b(steps: int = STEPS, cache_dir: str = "", checkpointed: bool = True) -> dict:
+    """memory_ratio_1b (NF4 QLoRA peak / fp32 LoRA peak, default config) and weight_bytes_ratio_1b, with the
+    variants' figures; `checkpointed` adds the same pair with train.gradient_checkpointing = true."""
+    folder = model_folder(cache_dir)
+    variants = measure_pair(folder, steps, [])
     fp32, nf4 = variants["fp32_lora"], variants["nf4_qlora"]
-    return {
+    result = {
         "memory_ratio_1b": round(nf4["peak_rss_mb"] / fp32["peak_rss_mb"], 3),
+        "memory_ratio_1b_training": round(nf4["train_peak_rss_mb"] / fp32["train_peak_rss_mb"], 3),
+        "memory_ratio_1b_loading": round(nf4["load_peak_rss_mb"] / fp32["load_peak_rss_mb"], 3),
         "weight_bytes_ratio_1b": round(nf4["weight_bytes"] / fp32["weight_bytes"], 3),
         "step_time_ratio_1b": round(nf4["seconds_per_step"] / fp32["seconds_per_step"], 3),
         "model_1b": f"random-init, shape of meta-llama/Llama-3.2-1B ({fp32['parameters'] / 1e9:.2f}B parameters)",
         "variants_1b": variants,
     }
+    if checkpointed:
+        pair = measure_pair(folder, steps, ["train.gradient_checkpointing=true"])
+        fp32, nf4 = pair["fp32_lora"], pair["nf4_qlora"]
+        result["memory_ratio_1b_gradient_checkpointing"] = round(nf4["peak_rss_mb"] / fp32["peak_rss_mb"], 3)
+        result["memory_ratio_1b_training_gradient_checkpointing"] = round(
+            nf4["train_peak_rss_mb"] / fp32["train_peak_rss_mb"], 3
+        )
+        result["variants_1b_gradient_checkpointing"] = pair
+    return result
 
 
 def main() -> None:
@@ -146,9 +172,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
-        print(json.dumps(measure_variant(args.variant, args.folder, args.steps)))
+        print(json.dumps(measure_variant(args.variant, args.folder, args.steps, args.overrides)))
         return
     print(json.dumps(measure_1b(args.steps), indent=2))
 
