@@ -188,3 +188,32 @@ def test_write_beside_a_round_folder(adapters, tmp_path):
     assert write_beside(prompt) is None and not (tmp_path / "prompt.onnx_adapter").exists()
     with pytest.raises(RuntimeAdapterError, match="no adapter_config.json"):
         write_beside(tmp_path / "missing")
+
+
+def test_app_example_without_torch(runtime_fp32, adapters, tmp_path):
+    """The README's app example, in a process where torch cannot be imported: classify with the folder's own
+    adapter, switch to another adapter file, classify again."""
+    import subprocess
+    import sys
+
+    from test_edge_classify import NO_TORCH  # tests/ is on sys.path (pytest rootdir, no package)
+
+    second = write_runtime_adapter(adapters[1], tmp_path / "round_002.onnx_adapter")
+    app = NO_TORCH + (
+        "import json\n"
+        "from cotune.edge_runtime import EdgeClassifier\n"
+        f"clf = EdgeClassifier({str(runtime_fp32.path)!r})\n"
+        "texts = ['A small gem.', 'Unwatchable.']\n"
+        "before = [r.probabilities for r in clf.classify(texts)]\n"
+        f"clf.set_adapter({str(second)!r})\n"
+        "after = [r.probabilities for r in clf.classify(texts)]\n"
+        "print(json.dumps([before, after, 'torch' in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", app], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    before, after, torch_loaded = json.loads(done.stdout)
+    assert not torch_loaded
+    texts = ["A small gem.", "Unwatchable."]
+    assert before[0] == pytest.approx(EdgeClassifier(runtime_fp32.path).classify(texts)[0].probabilities)
+    assert after[1] == pytest.approx(EdgeClassifier(runtime_fp32.path, adapter=second).classify(texts)[1].probabilities)
+    assert before != after
