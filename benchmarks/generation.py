@@ -37,6 +37,8 @@ from cotune.data.rotten_tomatoes import TASK
 from cotune.models import resolve_model
 from cotune.server_vllm.config import ServerConfig
 from cotune.server_vllm.engine import GenerationEngine, Sampling, open_engine
+from cotune.server_vllm import vllm_server
+from cotune.server_vllm.vllm_cpu import LAUNCHER, server_entry
 from cotune.server_vllm.vllm_server import find_vllm_python, server_env
 
 RESULTS = Path(__file__).parent / "results" / "generation.json"
@@ -109,6 +111,25 @@ def run_engine(name: str, cfg: ServerConfig, model_dir: Path, adapter: Path, pro
     return result
 
 
+def ensure_launcher() -> str:
+    """Start vLLM through cotune's launcher when server.cpu_dense_lora asks for it, as users will get once
+    vllm_server.server_command takes its entry from server_entry() (request R1 of issue 10); a no-op after that.
+    Returns what the JSON records about it."""
+    cfg = ServerConfig()
+    probe = vllm_server.server_command(Path("python"), Path("model"), 0, cfg)
+    if probe[1] == str(LAUNCHER):
+        return "server_command starts the launcher itself"
+    original = vllm_server.server_command
+
+    def server_command(python: Path, model_dir: Path, port: int, cfg: ServerConfig) -> list[str]:
+        command = original(python, model_dir, port, cfg)
+        assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"], command
+        return [command[0], *server_entry(cfg.cpu_dense_lora and cfg.enable_lora), *command[3:]]
+
+    vllm_server.server_command = server_command
+    return "applied by this benchmark: server_command predates request R1 (it starts vLLM's own entry point)"
+
+
 def spread(values: list[float]) -> dict:
     return {"median": round(statistics.median(values), 2), "min": min(values), "max": max(values), "runs": values}
 
@@ -148,6 +169,7 @@ def engine_settings(cfg: ServerConfig) -> dict:
     if cfg.backend == "vllm":
         env = server_env(cfg, find_vllm_python(cfg.vllm_python))
         settings |= {k: env.get(k, "") for k in VLLM_ENV}
+        settings["entry"] = vllm_server.server_command(Path("python"), Path("model"), 0, cfg)[1]
     return settings
 
 
@@ -175,6 +197,7 @@ def main() -> None:
     engines |= {name: ServerConfig(backend="vllm", **o) for name, o in parse_extra(args.extra).items()}
     for cfg in engines.values():
         cfg.validate()
+    launcher = ensure_launcher()
     quiet = {"max_load": args.max_load, "timeout_s": args.load_wait_s}
     first_wait = wait_for_quiet(args.start_load, args.load_wait_s)
     load_before = os.getloadavg()
@@ -206,6 +229,7 @@ def main() -> None:
                      "no_adapter": bool(no_adapter and no_adapter >= GOAL_SPEEDUP)},  # fmt: skip
         "engine_start_s": summary["vllm"]["engine_start_s"]["median"],
         "statistic": f"median of {args.repeats} interleaved runs per engine (min, max and every run under engines)",
+        "dense_lora_launcher": launcher,
         "engines": {name: summary[name] | {"settings": engine_settings(cfg)} for name, cfg in engines.items()},
         "runs": runs,
         "every_sample_full_length": all(r[k]["generated_tokens"] == tokens for r in runs
