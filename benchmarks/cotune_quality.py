@@ -8,7 +8,8 @@ Arms, per seed (partition and training seeds both = the seed):
   centralized (the pooled silo data, the same steps);
 - the LLM's perplexity on other-domain text before and after.
 Each arm's figure is `{mean, std, per_seed}`. Writes benchmarks/results/cotune_quality.json.
-    .venv/bin/python benchmarks/cotune_quality.py [--seeds 0,1,2] [--test-size 500] [--set key=value ...]
+    .venv/bin/python benchmarks/cotune_quality.py [--seeds 0,1,2] [--test-size 500] [--compare fedavg,fedcollm,crosslm]
+`--compare` names the federated arms besides cotune (fewer arms, shorter run: each is a full federation).
 A seed already measured (its run folder holds metrics.json) is read back, so the script can be resumed.
 """
 
@@ -22,18 +23,18 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "cotune_quality.json"
 RUNS = Path("runs") / "cotune_quality"
-SLM_ARMS = ("zero_shot", "local_only", "fedavg", "fedcollm", "crosslm", "cotune", "centralized")
+ALGORITHMS = ("fedavg", "fedcollm", "crosslm")
 LLM_ARMS = ("zero_shot", "public_only", "after", "centralized")
 
 
-def seed_config(seed: int, test_size: int, overrides: list[str]):
+def seed_config(seed: int, test_size: int, compare: list[str], overrides: list[str]):
     from cotune.config import load_config
 
     return load_config(
         None,
         [
             *overrides, f"data.seed={seed}", f"train.seed={seed}", f"data.test_size={test_size}",
-            "run.algorithm='cotune'", "run.compare=['fedavg', 'fedcollm', 'crosslm']", "run.baselines=true",
+            "run.algorithm='cotune'", f"run.compare={compare!r}", "run.baselines=true",
             "export.enabled=false", "run.progress=false",
         ],
     )
@@ -75,7 +76,7 @@ def centralized_llm(cfg, splits) -> tuple[float, float]:
     return llm.accuracy(splits.task, splits.test, cfg), time.perf_counter() - start
 
 
-def measure_seed(seed: int, test_size: int, overrides: list[str]) -> dict:
+def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[str]) -> dict:
     from cotune.data import build_splits
     from cotune.run.job import run_job
 
@@ -83,7 +84,7 @@ def measure_seed(seed: int, test_size: int, overrides: list[str]) -> dict:
     done = folder / "quality.json"
     if done.is_file():
         return json.loads(done.read_text())
-    cfg = seed_config(seed, test_size, overrides)
+    cfg = seed_config(seed, test_size, compare, overrides)
     folder.mkdir(parents=True, exist_ok=True)
     run_job(cfg, folder)
     summary = json.loads((folder / "metrics.json").read_text())
@@ -95,7 +96,7 @@ def measure_seed(seed: int, test_size: int, overrides: list[str]) -> dict:
     federations = {
         algorithm: round(sum(r["seconds"] for r in rows if r.get("phase") == "federation"
                              and r.get("algorithm") == algorithm), 1)
-        for algorithm in ("cotune", "fedavg", "fedcollm", "crosslm")
+        for algorithm in ("cotune", *compare)
     }
     result = {
         "seed": seed,
@@ -129,21 +130,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--test-size", type=int, default=500)
+    parser.add_argument("--compare", default=",".join(ALGORITHMS))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    compare = [a for a in args.compare.split(",") if a]
+    slm_arms = ("zero_shot", "local_only", *compare, "cotune", "centralized")
     per_seed, loads = [], []
     for seed in seeds:
         before = wait_for_quiet()
-        per_seed.append(measure_seed(seed, args.test_size, args.overrides))
+        per_seed.append(measure_seed(seed, args.test_size, compare, args.overrides))
         loads.append({"seed": seed, "loadavg_before": before, "loadavg_after": loadavg()})
-    slm = {arm: stats([s["slm_accuracy"][arm] for s in per_seed]) for arm in SLM_ARMS}
+    slm = {arm: stats([s["slm_accuracy"][arm] for s in per_seed]) for arm in slm_arms}
     llm = {arm: stats([s["llm_accuracy"][arm] for s in per_seed]) for arm in LLM_ARMS}
     ppl = {k: stats([s["llm_generalization_ppl"][k] for s in per_seed]) for k in ("before", "after")}
     gap = [s["slm_accuracy"]["cotune"] - s["slm_accuracy"]["fedavg"] for s in per_seed]
     result = {
         "seeds": seeds,
         "test_size": args.test_size,
+        "compared": compare,
         "overrides": args.overrides,
         "slm_accuracy": slm,
         "llm_accuracy": llm,

@@ -95,3 +95,16 @@ def test_a_direction_that_lowers_the_students_holdout_accuracy_is_undone(tokeniz
     assert metrics["llm_to_slm_kept"] == 0 and metrics["slm_to_llm_kept"] == 1
     after = adapter_state(student)
     assert all(np.array_equal(before[k], after[k]) for k in before)  # the SLM's adapter is back where it started
+
+
+def test_the_holdout_is_label_balanced_and_disjoint_from_the_distilled_examples():
+    from datasets import Dataset
+
+    from cotune.algorithms.fedcollm.mutual import split_public
+
+    public = Dataset.from_dict({"text": [f"t{i}" for i in range(40)], "label": [1] * 30 + [0] * 10})  # skewed, sorted
+    rest, holdout = split_public(public, 10, seed=0)
+    assert sorted(holdout["label"]) == [0] * 5 + [1] * 5
+    assert not set(rest["text"]) & set(holdout["text"]) and len(rest) + len(holdout) == 40
+    assert split_public(public, 10, seed=0)[1]["text"] == holdout["text"]  # seeded: the same every round
+    assert len(split_public(public, 0, seed=0)[1]) == 0

@@ -13,7 +13,7 @@ from datasets import Dataset
 from flwr.serverapp import Grid
 
 from cotune.algorithms.crosslm.step import CrossLMStep
-from cotune.algorithms.fedcollm.mutual import encode_public_split, mutual_distillation
+from cotune.algorithms.fedcollm.mutual import encode_public_split, mutual_distillation, split_public
 from cotune.config import CotuneConfig
 from cotune.data import TaskSplits
 from cotune.data.encoding import label_token_ids
@@ -66,8 +66,7 @@ class CloudSide:
     def _distill(self, server_round: int, state: State) -> State:
         self.slm.set_state(state)
         c, task = self.cfg.fedcollm, self.splits.task
-        holdout = self.splits.public.select(range(min(c.holdout_size, len(self.splits.public) - 1)))
-        public = self.splits.public.select(range(len(holdout), len(self.splits.public)))
+        public, holdout = split_public(self.splits.public, c.holdout_size, self.cfg.data.seed)
         batches = encode_public_split(
             self.slm.tokenizer, task, public, c.batch_size, self.cfg.train.max_length,
             seed=self.cfg.data.seed + server_round,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from cotune.algorithms.fedcollm.mutual import encode_public_split
+from cotune.algorithms.fedcollm.mutual import encode_public_split, split_public
 from cotune.config import CotuneConfig
 from cotune.data import TaskSplits
 from cotune.edge_client.adapted_lm import AdaptedLM
@@ -60,9 +60,10 @@ def llm_public_only(cfg: CotuneConfig, splits: TaskSplits, run_dir: Path) -> dic
     llm = AdaptedLM.load(cfg, "llm")
     f, t = cfg.fedcollm, cfg.train
     steps_per_round = f.llm_steps or f.steps
+    public, _ = split_public(splits.public, f.holdout_size, cfg.data.seed)  # the examples co-tuning distils on
     for server_round in range(1, cfg.rounds.num_rounds + 1):
         batches = encode_public_split(
-            llm.tokenizer, splits.task, splits.public, f.batch_size, t.max_length, seed=cfg.data.seed + server_round
+            llm.tokenizer, splits.task, public, f.batch_size, t.max_length, seed=cfg.data.seed + server_round
         )
         torch.manual_seed(t.seed + server_round)
         train_steps(llm.model, itertools.cycle(batches[:steps_per_round]), steps_per_round, f.lr, desc="llm public-only")

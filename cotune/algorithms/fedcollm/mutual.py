@@ -8,6 +8,7 @@ receive next round: the caller extracts it (`cotune.edge_client.adapters.adapter
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+import numpy as np
 from datasets import Dataset
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
@@ -43,6 +44,21 @@ def encode_public_split(
         task_batch(tokenizer, task, rows["text"], rows["label"], max_length)
         for rows in (dataset[start : start + batch_size] for start in range(0, len(dataset), batch_size))
     ]
+
+
+def split_public(public: Dataset, holdout_size: int, seed: int) -> tuple[Dataset, Dataset]:
+    """(the examples to distill on, a label-balanced hold-out that checks each direction). Balanced like the test
+    split: the public split follows the pool's label mix (and order), and a skewed hold-out would reward a student
+    for answering the majority label."""
+    labels = np.asarray(public["label"])
+    classes = np.unique(labels)
+    per_class = min(holdout_size // max(len(classes), 1), *(int((labels == c).sum()) - 1 for c in classes))
+    if holdout_size <= 0 or per_class <= 0:
+        return public, public.select([])
+    rng = np.random.default_rng(seed)
+    held = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in classes]))
+    rest = np.setdiff1d(np.arange(len(public)), held)
+    return public.select(rest), public.select(held)
 
 
 def mutual_distillation(
