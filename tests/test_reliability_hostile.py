@@ -195,3 +195,23 @@ def test_a_silo_that_never_answers_is_logged_as_missing():
     missing = [r for r in _rows(rows, "client_train") if r.get("status") == "missing"]
     assert [(r["round"], r["node"]) for r in missing] == [(1, 3), (2, 3)]
     assert all("no reply" in r["rejected"] for r in missing)  # the report counts it as not combined
+
+
+def test_under_dp_an_error_reply_is_failed_not_missing():
+    """The DP wrapper logs error replies itself before the inner strategy aggregates: still one entry per silo."""
+    from flwr.app import Error
+    from flwr.common.constant import ErrorCode
+
+    def answer(node, rnd, got):
+        if node == 3:
+            return Error(code=ErrorCode.NODE_UNAVAILABLE, reason="Node Unavailable")
+        return train_content(honest(node, base=got), partition=node - 1)
+
+    rows = []
+    federation = FederationConfig(dp_noise_multiplier=0.1, dp_clipping_norm=1.0)
+    s = build_strategy(federation, "fp32", num_sampled=3, log_row=rows.append, min_train_nodes=3, min_available_nodes=3)
+    result = s.start(ScriptedGrid(3, answer), to_record(GLOBAL, "fp32"), num_rounds=1)
+    assert len(result.arrays) > 0
+    (summary,) = _rows(rows, "aggregate")
+    assert (summary["accepted"], summary["failed"], summary["missing"], summary["sampled"]) == (2, 1, 0, 3)
+    assert [e["status"] for e in summary["silos"]] == ["rejected", "accepted", "accepted"]  # node 3: client -1

@@ -4,7 +4,7 @@ that plays them through Flower's own round loop (`Strategy.start`), including si
 from collections.abc import Callable
 
 import numpy as np
-from flwr.app import Message, MetricRecord, RecordDict
+from flwr.app import Error, Message, MetricRecord, RecordDict
 
 from cotune.federation.records import from_record, to_record
 
@@ -48,10 +48,10 @@ EVAL = RecordDict({"metrics": MetricRecord({"num-examples": 5, "val-accuracy": 0
 
 class ScriptedGrid:
     """Nodes 1..n; `answer(node, server_round, received)` gives a train reply's content (`received`: the global
-    adapter the message carried), or None for a silo that never answers (it timed out or disconnected: Flower
-    returns nothing for it)."""
+    adapter the message carried), an `Error` (a silo whose training raised, or Flower's NODE_UNAVAILABLE), or None
+    for a silo that never answers (it timed out or disconnected: Flower returns nothing for it)."""
 
-    def __init__(self, n: int, answer: Callable[[int, int, State], RecordDict | None]) -> None:
+    def __init__(self, n: int, answer: Callable[[int, int, State], RecordDict | Error | None]) -> None:
         self.n, self.answer = n, answer
 
     def get_node_ids(self) -> list[int]:
