@@ -28,6 +28,9 @@ FAKE_JOB = textwrap.dedent(
     worker = subprocess.Popen(sleeper)
     with open(sys.argv[1], "w") as f:
         f.write(f"{os.getpid()} {server.pid} {worker.pid}")
+    if "watch" in sys.argv:
+        from cotune.federation.deployment.supervisor import watch_supervisor
+        watch_supervisor(interval=0.2)
     if "exit" in sys.argv:
         sys.exit(0)  # a job that ends but forgets its server
     time.sleep(600)
@@ -82,6 +85,17 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_grace(tmp_path):
     proc.terminate()
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert 1.0 <= time.monotonic() - start < 15
+    assert not alive(pids)
+
+
+def test_a_job_whose_supervisor_is_killed_stops_itself_and_its_server(tmp_path):
+    """SIGKILL to `cotune run` alone (`timeout -s KILL`, `kill -9 PID`): the supervisor cannot sweep, so the job does."""
+    proc, pids = supervised(tmp_path, "watch")
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not alive(pids)
 
 

@@ -33,12 +33,13 @@ def job_command(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cotune.federation.deployment.supervisor import in_job, supervise
+    from cotune.federation.deployment.supervisor import in_job, supervise, watch_supervisor
 
     if not in_job():
         if not args.resume:
             config_from_args(args)  # a bad key fails here (named, exit 2), before any process starts
         return supervise(job_command(args))
+    watch_supervisor()
     from cotune.run.job import resume_config, run_job
 
     if args.resume:

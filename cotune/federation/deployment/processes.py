@@ -53,10 +53,12 @@ def marked_processes(marker: str, variable: str = MARKER) -> list[psutil.Process
     return found
 
 
-def stop_marked(marker: str, grace: float = 10.0, variable: str = MARKER) -> list[psutil.Process]:
-    """SIGTERM, then SIGKILL after `grace`, to every process left of a deployment (or of a job: `variable`);
-    returns those it found."""
-    found = marked_processes(marker, variable)
+def stop_marked(
+    marker: str, grace: float = 10.0, variable: str = MARKER, exclude: tuple[int, ...] = ()
+) -> list[psutil.Process]:
+    """SIGTERM, then SIGKILL after `grace`, to every process left of a deployment (or of a job: `variable`) but
+    the pids in `exclude`; returns those it found."""
+    found = [p for p in marked_processes(marker, variable) if p.pid not in exclude]
     _signal_and_reap(found, signal.SIGTERM, grace)
     return found
 

@@ -8,13 +8,15 @@ carries a marker that every descendant inherits (vLLM copies the environment, Ra
 on SIGTERM, SIGINT or SIGHUP the supervisor passes SIGTERM on, gives the job `grace` seconds to unwind (it stops
 its engine), then stops every process that still carries the marker, wherever it was reparented. Checkpoints are
 written to a temporary folder and renamed (cotune.run.checkpoint), so the last completed round survives any stop
-and `--resume` continues from it.
+and `--resume` continues from it. A supervisor that is itself SIGKILLed cannot sweep: the job watches for that
+(`watch_supervisor`) and then stops the rest of the job itself.
 """
 
 import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 
@@ -24,6 +26,7 @@ from cotune.federation.deployment.processes import stop_marked
 
 log = logging.getLogger(__name__)
 JOB_MARKER = "COTUNE_JOB"  # set in the job's environment; a process that has it is the job (or its descendant)
+SUPERVISOR_PID = "COTUNE_JOB_SUPERVISOR"  # the supervisor's pid, so that only its direct child watches it
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 GRACE_S = 15.0  # the job's own unwinding (engine stop) before the sweep
 KILL_GRACE_S = 10.0  # SIGTERM to SIGKILL, for what the sweep finds
@@ -34,11 +37,32 @@ def in_job() -> bool:
     return JOB_MARKER in os.environ
 
 
+def watch_supervisor(interval: float = 1.0) -> threading.Thread | None:
+    """In the job: if the supervisor disappears (SIGKILLed, so it could not sweep), stop every other process of the
+    job (the vLLM server, Ray) and exit, rather than run on unsupervised. Polls the parent pid: the job is
+    reparented only when its supervisor is gone. None (no watch) in a process that is not the supervisor's child."""
+    parent, marker = os.getppid(), os.environ[JOB_MARKER]
+    if os.environ.get(SUPERVISOR_PID) != str(parent):
+        return None
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        log.error("the supervising `cotune run` is gone: stopping the job and everything it started")
+        stop_marked(marker, KILL_GRACE_S, JOB_MARKER, exclude=(os.getpid(),))
+        os._exit(128 + signal.SIGKILL)
+
+    thread = threading.Thread(target=watch, name="cotune-supervisor-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def supervise(command: list[str], grace: float = GRACE_S, env: dict[str, str] | None = None) -> int:
     """Run `command` (in `env`, default this environment) as the job and return its exit code (128 + the signal's
     number when stopped by one)."""
     marker = f"job-{uuid.uuid4().hex}"
-    child = subprocess.Popen(command, env={**(os.environ if env is None else env), JOB_MARKER: marker})
+    environment = {**(os.environ if env is None else env), JOB_MARKER: marker, SUPERVISOR_PID: str(os.getpid())}
+    child = subprocess.Popen(command, env=environment)
     stopping: list[int] = []
 
     def stop(signum: int, frame: object) -> None:
