@@ -1,11 +1,12 @@
 """FedAvg over adapter tensors: Flower's FedAvg hooks, with wire decoding, reply validation and a server step.
 
 Replies are validated (`cotune.federation.validation`: layout, size, wire dtypes, shapes, finite values, example
-count, update norm against the round's other updates), optionally norm-clipped, and combined in fp32 — weighted
-by each silo's example count here, in partition order; subclasses combine robustly. A rejected or failed reply is
-excluded with a logged reason; with fewer than `min_train_nodes` acceptable updates left (cotune sets it from
-clients.min_clients) the global adapter stays as it was. `server_step` (FedCoLLM distillation, CrossLM) runs on
-the combined adapter.
+count, update norm against references a hostile minority cannot move), outsized ones rejected or norm-clipped, and
+the rest combined in fp32 — weighted here by each silo's example count, capped at what it may claim, in partition
+order; subclasses combine robustly. Every sampled silo ends the round accepted, rejected (with the reason) or missing
+(`strategies/ledger.py`), in the round's `aggregate` row. A round closes on a quorum of the sampled silos
+(federation.quorum, and clients.min_clients as a floor); with fewer acceptable updates the global adapter stays as it
+was. `server_step` (FedCoLLM distillation, CrossLM) runs on the combined adapter.
 """
 
 import logging
@@ -86,6 +87,7 @@ def scalar_metrics(metrics: Mapping) -> RecordDict:
 
 class AdapterFedAvg(FedAvg):
     aggregation = "fedavg"
+    weighted = True  # combine() weighs by example counts (the robust combiners do not)
 
     def __init__(
         self,
@@ -215,9 +217,10 @@ class AdapterFedAvg(FedAvg):
                 decoded[i] = (msg, state)
         norms = {i: update_norm(state, self.current) for i, (_, state) in decoded.items()}
         multiple, clip_outliers = self.federation.max_update_norm_multiple, self.federation.norm_action == "clip"
-        references = norm_references(norms, self.trusted_norm())
+        trusted = self.trusted_norm()  # from the rounds before this one
+        references = norm_references(norms, trusted)
         clipped: dict[int, str] = {}
-        for i, reason in norm_outliers(norms, multiple, self.trusted_norm()).items():
+        for i, reason in norm_outliers(norms, multiple, trusted).items():
             if clip_outliers:
                 clipped[i] = f"{reason}: clipped to {multiple * references[i]:.4g}"
             else:
@@ -237,9 +240,11 @@ class AdapterFedAvg(FedAvg):
             kept_norms.append(norm)
             self.ledger.accept(row["node"], row["client"])
         weights = self._weights(server_round, accepted)
+        weighted = self.weighted and not self.federation.dp  # else every accepted update weighs the same
         total = sum(weights) or 1.0
         for (_, row), weight, norm in zip(accepted, weights, kept_norms):
-            self.log_row({**row, "status": ACCEPTED, "weight_share": round(weight / total, 6), "update_norm": norm})
+            share = weight / total if weighted else 1 / len(weights)
+            self.log_row({**row, "status": ACCEPTED, "weight_share": round(share, 6), "update_norm": norm})
         self.log_missing(server_round)
         needed = self.needed()
         self.accepted = len(updates) if len(updates) >= needed else 0
@@ -248,7 +253,7 @@ class AdapterFedAvg(FedAvg):
         self.log_aggregate(
             server_round,
             median_update_norm=float(np.median([norms[i] for i in decoded])) if decoded else None,
-            trusted_update_norm=self.trusted_norm(),
+            trusted_update_norm=trusted,
             needed=needed,
             **self.ledger.facts(),
             **({"too_few": f"{len(updates)} acceptable updates, {needed} needed"} if not self.accepted else {}),

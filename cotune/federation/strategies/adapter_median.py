@@ -11,6 +11,7 @@ from cotune.federation.strategies.adapter_fedavg import AdapterFedAvg, State
 
 class AdapterMedian(AdapterFedAvg):
     aggregation = "median"
+    weighted = False
 
     def combine(self, updates: list[State], weights: list[float]) -> State:
         return {k: np.median(np.stack([u[k] for u in updates]), axis=0).astype(np.float32) for k in updates[0]}

@@ -13,6 +13,7 @@ from cotune.federation.strategies.adapter_fedavg import AdapterFedAvg, State
 
 class AdapterTrimmedMean(AdapterFedAvg):
     aggregation = "trimmed_mean"
+    weighted = False
 
     def combine(self, updates: list[State], weights: list[float]) -> State:
         cut = self.federation.trim_fraction
