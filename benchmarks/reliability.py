@@ -368,7 +368,8 @@ def hostile_minority() -> dict:
     rows = []
     s = strategy(rows, 3)  # 2 of 3 at x10^6 in round 2, after an honest round 1
     s.aggregate_train(1, [train_reply(honest(i), i + 1) for i in range(3)])
-    s.aggregate_train(2, [train_reply(honest(20), 1), *(train_reply(scaled(honest(21 + i), 1e6), i + 2) for i in range(2))])
+    colluders = [train_reply(scaled(honest(21 + i), 1e6), i + 2) for i in range(2)]
+    s.aggregate_train(2, [train_reply(honest(20), 1), *colluders])
     majority_out = sorted(r["node"] for r in rows if r["kind"] == "client_train" and r["round"] == 2
                           and "rejected" in r) == [2, 3]
 

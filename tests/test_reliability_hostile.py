@@ -14,7 +14,8 @@ pytestmark = pytest.mark.usefixtures("flower_task_identity")
 
 
 def strategy(rows: list, **federation) -> AdapterFedAvg:
-    s = AdapterFedAvg(wire="fp32", log_row=rows.append, min_available_nodes=1, federation=FederationConfig(**federation))
+    config = FederationConfig(**federation)
+    s = AdapterFedAvg(wire="fp32", log_row=rows.append, min_available_nodes=1, federation=config)
     s.current = {k: v.copy() for k, v in GLOBAL.items()}
     return s
 

@@ -89,7 +89,7 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_grace(tmp_path):
 
 
 def test_a_job_whose_supervisor_is_killed_stops_itself_and_its_server(tmp_path):
-    """SIGKILL to `cotune run` alone (`timeout -s KILL`, `kill -9 PID`): the supervisor cannot sweep, so the job does."""
+    """SIGKILL to `cotune run` alone (`timeout -s KILL`, `kill -9 PID`): the supervisor cannot sweep; the job does."""
     proc, pids = supervised(tmp_path, "watch")
     proc.kill()
     proc.wait(timeout=10)

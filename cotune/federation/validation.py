@@ -166,7 +166,8 @@ def norm_outliers(norms: Mapping[int, float], multiple: float, trusted: float | 
     for key, reference in norm_references(norms, trusted).items():
         norm = norms[key]
         if reference > 0 and norm > multiple * reference:
-            source = "the trusted norm of earlier rounds" if trusted and reference == trusted else "the median of the other updates"
+            earlier = trusted and reference == trusted
+            source = "the trusted norm of earlier rounds" if earlier else "the median of the other updates"
             out[key] = f"update norm {norm:.4g} exceeds {multiple:g} x {source} ({reference:.4g})"
     return out
 

@@ -230,7 +230,8 @@ class AdapterFedAvg(FedAvg):
         for i, (msg, state) in decoded.items():
             row, norm = metrics_row(self._row(server_round, msg), _metrics(msg.content)), norms[i]
             if i in clipped:
-                state, norm = clip_to_norm(state, self.current, norm, multiple * references[i]), multiple * references[i]
+                bound = multiple * references[i]
+                state, norm = clip_to_norm(state, self.current, norm, bound), bound
                 row["norm_clipped"] = clipped[i]
                 log.warning("round %d: node %s: %s", server_round, row["node"], clipped[i])
             if self.federation.clip_norm > 0:
