@@ -1,5 +1,6 @@
 """ServerConfig validation, backend choice, and the vLLM command line and environment built from it."""
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 from cotune.config import ConfigError, load_config
 from cotune.server_vllm.config import ServerConfig
 from cotune.server_vllm.engine import choose_backend
+from cotune.server_vllm.vllm_cpu import LAUNCHER
 from cotune.server_vllm.vllm_server import cpu_list, find_vllm_python, server_command, server_env
 
 
@@ -67,7 +69,9 @@ def test_command_and_environment_carry_the_tuning():
     cfg = ServerConfig(dtype="float32", enforce_eager=True, enable_prefix_caching=False, max_num_seqs=64, seed=7)
     command = server_command(Path("/venv/bin/python"), Path("/m"), 1234, cfg)
     joined = " ".join(command)
-    assert command[:3] == ["/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert command[:2] == ["/venv/bin/python", str(LAUNCHER)]  # dense CPU LoRA ops installed in every vLLM process
+    stock = server_command(Path("/p"), Path("/m"), 1, dataclasses.replace(cfg, cpu_dense_lora=False))
+    assert stock[:3] == ["/p", "-m", "vllm.entrypoints.openai.api_server"]
     for part in ("--model /m", "--port 1234", "--seed 7", "--dtype float32", "--max-num-seqs 64", "--enable-lora",
                  "--max-lora-rank 8", "--no-enable-prefix-caching", "--enable-chunked-prefill", "--enforce-eager",
                  "--generation-config vllm"):  # fmt: skip

@@ -25,6 +25,7 @@ import psutil
 import cotune
 from cotune.server_vllm.config import ServerConfig
 from cotune.server_vllm.errors import EngineError
+from cotune.server_vllm.vllm_cpu import server_entry
 
 log = logging.getLogger(__name__)
 LOG_NAME = "vllm_server.log"
@@ -81,7 +82,7 @@ def server_command(python: Path, model_dir: Path, port: int, cfg: ServerConfig) 
         return f"--{name}" if on else f"--no-{name}"
 
     command = [
-        str(python), "-m", "vllm.entrypoints.openai.api_server",
+        str(python), *server_entry(cfg.cpu_dense_lora and cfg.enable_lora),
         "--model", str(model_dir),
         "--host", "127.0.0.1",
         "--port", str(port),
