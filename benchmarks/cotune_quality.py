@@ -76,7 +76,7 @@ def centralized_llm(cfg, splits) -> tuple[float, float]:
     return llm.accuracy(splits.task, splits.test, cfg), time.perf_counter() - start
 
 
-def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[str]) -> dict:
+def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[str], wait_for_quiet, loadavg) -> dict:
     from cotune.data import build_splits
     from cotune.run.job import run_job
 
@@ -85,6 +85,7 @@ def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[
     if done.is_file():
         return json.loads(done.read_text())
     cfg = seed_config(seed, test_size, compare, overrides)
+    load_before = wait_for_quiet()
     folder.mkdir(parents=True, exist_ok=True)
     run_job(cfg, folder)
     summary = json.loads((folder / "metrics.json").read_text())
@@ -110,6 +111,7 @@ def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[
         },
         "crosslm_rounds": [r.get("crosslm") for r in summary["rounds"] if "crosslm" in r],
         "distilled": [r.get("distilled") for r in summary["rounds"] if "distilled" in r],
+        "load": {"loadavg_before": load_before, "loadavg_after": loadavg()},  # of the invocation that measured it
     }
     done.write_text(json.dumps(result, indent=2))
     return result
@@ -136,11 +138,10 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     compare = [a for a in args.compare.split(",") if a]
     slm_arms = ("zero_shot", "local_only", *compare, "cotune", "centralized")
-    per_seed, loads = [], []
+    per_seed = []
     for seed in seeds:
-        before = wait_for_quiet()
-        per_seed.append(measure_seed(seed, args.test_size, compare, args.overrides))
-        loads.append({"seed": seed, "loadavg_before": before, "loadavg_after": loadavg()})
+        per_seed.append(measure_seed(seed, args.test_size, compare, args.overrides, wait_for_quiet, loadavg))
+    loads = [{"seed": s["seed"], **s["load"]} for s in per_seed if "load" in s]
     slm = {arm: stats([s["slm_accuracy"][arm] for s in per_seed]) for arm in slm_arms}
     llm = {arm: stats([s["llm_accuracy"][arm] for s in per_seed]) for arm in LLM_ARMS}
     ppl = {k: stats([s["llm_generalization_ppl"][k] for s in per_seed]) for k in ("before", "after")}
