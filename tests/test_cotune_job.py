@@ -38,7 +38,7 @@ def test_cotune_job_compares_algorithms_and_reports_llm_figures(tmp_path):
     assert (run_dir / "edge" / "manifest.json").is_file()
     # where the time went: every phase the job ran, and round 1 trained once for both algorithms
     phases = {e["phase"] for e in summary["time"]}
-    assert {"silo_training", "central_eval_slm", "central_eval_llm", "distill_llm_to_slm", "distill_slm_to_llm",
+    assert {"silo_training", "silo_eval", "central_eval_slm", "central_eval_llm", "distill_llm_to_slm", "distill_slm_to_llm",
             "crosslm_generate", "crosslm_score", "crosslm_llm_update", "engine_start", "local_only",
             "llm_public_only", "export", "edge_speed_check", "other"} <= phases
     assert "## Performance" in (run_dir / "report.md").read_text()

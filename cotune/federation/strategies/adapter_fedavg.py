@@ -301,6 +301,8 @@ class AdapterFedAvg(FedAvg):
                     "client": client_id(metrics),
                     "val_accuracy": float(metrics["val-accuracy"]),
                     "num_examples": int(metrics["num-examples"]),
+                    # the report's "where the time went" counts silo evaluation from these
+                    **({"eval_seconds": float(metrics["eval-seconds"])} if "eval-seconds" in metrics else {}),
                 }
             )
         contents = [scalar_metrics(msg.content["metrics"]) for msg in valid]
