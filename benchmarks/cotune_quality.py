@@ -70,7 +70,8 @@ def centralized_llm(cfg, splits) -> tuple[float, float]:
     start = time.perf_counter()
     llm = AdaptedLM.load(cfg, "llm")
     steps = llm_public_steps(cfg)
-    data = pooled(splits).select(range(min(len(pooled(splits)), steps * cfg.fedcollm.batch_size)))
+    data = pooled(splits)
+    data = data.select(range(min(len(data), steps * cfg.fedcollm.batch_size)))
     batches = encode_public_split(llm.tokenizer, splits.task, data, cfg.fedcollm.batch_size, cfg.train.max_length)
     train_steps(llm.model, itertools.cycle(batches), steps, cfg.fedcollm.lr, desc="centralized llm")
     return llm.accuracy(splits.task, splits.test, cfg), time.perf_counter() - start
