@@ -198,6 +198,25 @@ def test_a_silo_that_never_answers_is_logged_as_missing():
     assert all("no reply" in r["rejected"] for r in missing)  # the report counts it as not combined
 
 
+def test_a_dead_silo_is_one_failed_entry_under_its_own_node():
+    """The SuperLink answers for a silo that died (NODE_UNAVAILABLE from its own node id): the silo is failed, once,
+    under the node the instruction went to, not also missing."""
+    from flwr.app import Error
+    from flwr.common.constant import ErrorCode
+
+    def answer(node, rnd, got):
+        if node == 3:
+            return Error(code=ErrorCode.NODE_UNAVAILABLE, reason="Node Unavailable")
+        return train_content(honest(node, base=got), partition=node - 1)
+
+    rows, result = _play(answer, min_clients=2)
+    assert len(result.arrays) > 0
+    (dead,) = [r for r in _rows(rows, "client_train") if "rejected" in r]
+    assert dead["node"] == 3 and "Node Unavailable" in dead["rejected"]
+    (summary,) = _rows(rows, "aggregate")
+    assert (summary["accepted"], summary["failed"], summary["missing"]) == (2, 1, 0)
+
+
 def test_under_dp_an_error_reply_is_failed_not_missing():
     """The DP wrapper logs error replies itself before the inner strategy aggregates: still one entry per silo."""
     from flwr.app import Error

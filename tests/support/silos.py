@@ -2,9 +2,12 @@
 that plays them through Flower's own round loop (`Strategy.start`), including silos that never answer."""
 
 from collections.abc import Callable
+from uuid import uuid4
 
 import numpy as np
 from flwr.app import Error, Message, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
+from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
 
 from cotune.federation.records import from_record, to_record
 
@@ -49,7 +52,8 @@ EVAL = RecordDict({"metrics": MetricRecord({"num-examples": 5, "val-accuracy": 0
 class ScriptedGrid:
     """Nodes 1..n; `answer(node, server_round, received)` gives a train reply's content (`received`: the global
     adapter the message carried), an `Error` (a silo whose training raised, or Flower's NODE_UNAVAILABLE), or None
-    for a silo that never answers (it timed out or disconnected: Flower returns nothing for it)."""
+    for a silo that never answers (it timed out or disconnected: Flower returns nothing for it). As Flower's grids
+    do, each pushed message gets its id, and a NODE_UNAVAILABLE reply is the SuperLink's (its own node id)."""
 
     def __init__(self, n: int, answer: Callable[[int, int, State], RecordDict | Error | None]) -> None:
         self.n, self.answer = n, answer
@@ -60,11 +64,14 @@ class ScriptedGrid:
     def send_and_receive(self, messages, *, timeout=None) -> list[Message]:
         replies = []
         for m in messages:
+            m.metadata.__dict__["_message_id"] = str(uuid4())
             if m.metadata.message_type != "train":
                 replies.append(Message(EVAL, reply_to=m))
                 continue
             received = from_record(m.content["arrays"])
             body = self.answer(m.metadata.dst_node_id, int(m.content["config"]["server-round"]), received)
-            if body is not None:
+            if isinstance(body, Error) and body.code == ErrorCode.NODE_UNAVAILABLE:
+                replies.append(create_message_error_unavailable_res_message(m.metadata, "node_unavail"))
+            elif body is not None:
                 replies.append(Message(body, reply_to=m))
         return replies

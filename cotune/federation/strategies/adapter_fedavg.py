@@ -117,6 +117,7 @@ class AdapterFedAvg(FedAvg):
         self.current: State = {}  # the global adapter as silos received it this round: the updates' reference
         self.accepted = 0  # updates combined in the last aggregation (DP accounting needs it)
         self.ledger = RoundLedger()  # this round's sampled silos and what became of each
+        self.instructions: list[Message] = []  # this round's train messages
         # Accepted norms of the last closed rounds: the reference colluders inside one round cannot move.
         self.norm_history: deque[list[float]] = deque(norm_history, maxlen=self.federation.norm_history_rounds)
         self._round_start = time.perf_counter()
@@ -129,6 +130,7 @@ class AdapterFedAvg(FedAvg):
         self._round_start = time.perf_counter()
         messages = list(super().configure_train(server_round + self.round_offset, sent, config, grid))
         self.ledger = RoundLedger(sampled=[m.metadata.dst_node_id for m in messages])
+        self.instructions = messages  # the grid gives each its message id as it pushes it
         return messages
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
@@ -151,9 +153,15 @@ class AdapterFedAvg(FedAvg):
         norms = [n for round_norms in self.norm_history for n in round_norms]
         return float(np.median(norms)) if norms and self.federation.norm_history_rounds else None
 
+    def sender(self, msg: Message) -> int:
+        """The silo a reply answers for. A dead silo's NODE_UNAVAILABLE reply comes from the SuperLink's own node
+        id, so the node is the one the instruction it answers went to."""
+        sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in self.instructions if m.metadata.message_id}
+        return sent_to.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
+
     def _row(self, server_round: int, msg: Message) -> dict:
         client = client_id(_metrics(msg.content)) if msg.has_content() else -1
-        return {"round": server_round, "kind": "client_train", "client": client, "node": msg.metadata.src_node_id}
+        return {"round": server_round, "kind": "client_train", "client": client, "node": self.sender(msg)}
 
     def _reject(self, row: dict, reason: str, failed: bool = False) -> None:
         log.warning("round %d: update from node %s rejected: %s", row["round"], row["node"], reason)
