@@ -84,8 +84,8 @@ def measure_variant(precision: str, folder: str, steps: int, overrides: list[str
 
     from cotune.config import load_config
     from cotune.data import build_splits
-    from cotune.edge_client.adapted_lm import AdaptedLM
-    from cotune.edge_client.trainer import sample_batches, train_steps
+    from cotune.lm.adapted_lm import AdaptedLM
+    from cotune.lm.trainer import sample_batches, train_steps
 
     cfg = load_config(
         None, [*overrides, f"models.slm='{folder}'", f"quantization.slm_load='{precision}'", "run.progress=false"]

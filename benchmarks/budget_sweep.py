@@ -19,7 +19,7 @@ RESULTS = Path(__file__).parent / "results" / "budget_sweep.json"
 def curve(lr: float, rounds: int, steps: int, overrides: list[str]) -> dict:
     from cotune.config import load_config
     from cotune.data import build_splits
-    from cotune.edge_client.adapted_lm import AdaptedLM
+    from cotune.lm.adapted_lm import AdaptedLM
     from cotune.edge_client.silo import Silo
     from cotune.federation.records import from_record, to_record
     from cotune.federation.strategies.adapter_fedavg import weighted_average

@@ -29,7 +29,7 @@ def measure_variant(precision: str, steps: int, overrides: list[str]) -> dict:
     from cotune.config import load_config
     from cotune.data import build_splits
     from cotune.data.encoding import pretokenize
-    from cotune.edge_client.adapted_lm import AdaptedLM
+    from cotune.lm.adapted_lm import AdaptedLM
 
     cfg = load_config(None, [*overrides, f"quantization.slm_load='{precision}'", "run.progress=false"])
     splits = build_splits(cfg.data, cfg.clients.num_clients)
@@ -118,7 +118,7 @@ def wire_figures(overrides: list[str]) -> dict:
     from safetensors import safe_open
 
     from cotune.config import load_config
-    from cotune.edge_client.adapted_lm import AdaptedLM
+    from cotune.lm.adapted_lm import AdaptedLM
     from cotune.federation.records import record_bytes, to_record
     from cotune.models import resolve_model
 

@@ -50,7 +50,7 @@ def centralized_slm(cfg, splits) -> tuple[float, float]:
     """One SLM on the pooled silo data, with the federation's total silo steps: (test accuracy, seconds)."""
     import dataclasses
 
-    from cotune.edge_client.adapted_lm import AdaptedLM
+    from cotune.lm.adapted_lm import AdaptedLM
 
     start = time.perf_counter()
     steps = cfg.rounds.num_rounds * cfg.clients.num_clients * cfg.train.steps
@@ -63,8 +63,8 @@ def centralized_slm(cfg, splits) -> tuple[float, float]:
 def centralized_llm(cfg, splits) -> tuple[float, float]:
     """The LLM on the pooled silo data with co-tuning's LLM steps and lr (CE only): (test accuracy, seconds)."""
     from cotune.algorithms.fedcollm.mutual import encode_public_split
-    from cotune.edge_client.adapted_lm import AdaptedLM
-    from cotune.edge_client.trainer import train_steps
+    from cotune.lm.adapted_lm import AdaptedLM
+    from cotune.lm.trainer import train_steps
     from cotune.run.baselines import llm_public_steps
 
     start = time.perf_counter()

@@ -77,8 +77,8 @@ def trained_adapter(cache_dir: str, steps: int, seed: int) -> Path:
 
     from cotune.config import load_config
     from cotune.data import build_splits
-    from cotune.edge_client.adapters import attach_adapter
-    from cotune.edge_client.trainer import sample_batches, train_steps
+    from cotune.lm.adapters import attach_adapter
+    from cotune.lm.trainer import sample_batches, train_steps
     from cotune.models import resolve_model
     from cotune.models.cache import cached_folder
     from cotune.quantization.loading import load_causal_lm
@@ -189,7 +189,7 @@ def pytorch_worker(job: dict) -> dict:
     from transformers import AutoTokenizer
 
     from cotune.data.tasks import ClassificationTask
-    from cotune.edge_client.evaluate import label_probabilities, perplexity
+    from cotune.lm.evaluate import label_probabilities, perplexity
     from cotune.export.merge import merged_model
 
     torch.set_num_threads(THREADS)

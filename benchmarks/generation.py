@@ -31,11 +31,11 @@ from peft import LoraConfig as PeftLoraConfig
 from peft import TaskType, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from cotune.algorithms.crosslm.config import CrossLMConfig
+from cotune.config.crosslm import CrossLMConfig
 from cotune.config.schema import LoraConfig
 from cotune.data.rotten_tomatoes import TASK
 from cotune.models import resolve_model
-from cotune.server_vllm.config import ServerConfig
+from cotune.config.server import ServerConfig
 from cotune.server_vllm.engine import GenerationEngine, Sampling, open_engine
 from cotune.server_vllm import vllm_server
 from cotune.server_vllm.vllm_cpu import LAUNCHER, server_entry

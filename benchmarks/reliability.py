@@ -155,7 +155,7 @@ def run_simulation_child(spec: dict) -> dict:
 
     from cotune.config import load_config
     from cotune.federation.client_app import app as client_app
-    from cotune.federation.config import FederationConfig
+    from cotune.config.federation import FederationConfig
     from cotune.federation.server_loop import run_rounds
     from cotune.run.metrics import MetricsLog
 
@@ -339,7 +339,7 @@ def hostile_minority() -> dict:
     from flwr.supercore.task_identity import TaskIdentity
     from support.silos import GLOBAL, ScriptedGrid, distance, honest, mean, scaled, train_content, train_reply
 
-    from cotune.federation.config import FederationConfig
+    from cotune.config.federation import FederationConfig
     from cotune.federation.records import from_record, to_record
     from cotune.federation.strategies.factory import build_strategy
 

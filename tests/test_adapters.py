@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from cotune.config import load_config
-from cotune.edge_client.adapters import adapter_state, attach_adapter, load_adapter_state
-from cotune.edge_client.evaluate import label_probabilities, perplexity
-from cotune.edge_client.trainer import answer_loss, sample_batches, train_steps
+from cotune.lm.adapters import adapter_state, attach_adapter, load_adapter_state
+from cotune.lm.evaluate import label_probabilities, perplexity
+from cotune.lm.trainer import answer_loss, sample_batches, train_steps
 from cotune.quantization.loading import load_causal_lm
 
 

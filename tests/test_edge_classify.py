@@ -16,7 +16,7 @@ from cotune.cli import main
 from cotune.data.encoding import label_token_ids
 from cotune.data.rotten_tomatoes import TASK
 from cotune.data.tasks import ClassificationTask
-from cotune.edge_client import evaluate
+from cotune.lm import evaluate
 from cotune.edge_runtime import EdgeClassifier, TaskCard, read_task_card
 from cotune.export import export_edge_model
 from cotune.export.merge import merged_model
@@ -62,7 +62,7 @@ def test_task_card_in_manifest(edge_dir, tokenizer):
 
 
 def test_classifier_equals_pytorch_evaluation(edge_dir, tiny_path, lora, tokenizer):
-    """fp32: the same predictions as cotune.edge_client.evaluate, probabilities to float error, at any batch size
+    """fp32: the same predictions as cotune.lm.evaluate, probabilities to float error, at any batch size
     (the longest review is cut to max_length from the left, as the PyTorch batches are)."""
     reference = merged_model(tiny_path, lora)
     want = evaluate.label_probabilities(reference, tokenizer, TASK, REVIEWS, max_length=24)

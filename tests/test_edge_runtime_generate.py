@@ -76,10 +76,10 @@ def test_pick_token_filters():
 
 
 def test_scoring_equals_pytorch_evaluation(edge_dir, tiny_path, tokenizer):
-    """The ORT-side label-word accuracy and perplexity reproduce cotune.edge_client.evaluate's."""
+    """The ORT-side label-word accuracy and perplexity reproduce cotune.lm.evaluate's."""
     from transformers import AutoModelForCausalLM
 
-    from cotune.edge_client import evaluate
+    from cotune.lm import evaluate
 
     torch_model = AutoModelForCausalLM.from_pretrained(tiny_path)
     labels = [i % 2 for i in range(len(REVIEWS))]

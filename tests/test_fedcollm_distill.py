@@ -7,13 +7,13 @@ import torch
 from bitsandbytes.functional import dequantize_4bit
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from cotune.algorithms.fedcollm.config import FedCoLLMConfig
+from cotune.config.fedcollm import FedCoLLMConfig
 from cotune.algorithms.fedcollm.distill import batch_loss, distill, teacher_targets
 from cotune.algorithms.fedcollm.loss import topk_distillation_loss
 from cotune.algorithms.fedcollm.mutual import encode_public_split, mutual_distillation
 from cotune.config import load_config
 from cotune.data.encoding import IGNORE, encode_batch
-from cotune.edge_client.adapters import adapter_state, attach_adapter
+from cotune.lm.adapters import adapter_state, attach_adapter
 from cotune.models import resolve_model
 from cotune.quantization.loading import load_causal_lm
 

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from cotune.algorithms.fedcollm.config import FedCoLLMConfig
+from cotune.config.fedcollm import FedCoLLMConfig
 from cotune.algorithms.fedcollm.distill import distill
 from cotune.algorithms.fedcollm.loss import label_word_kl, label_word_probs
 from cotune.algorithms.fedcollm.mutual import encode_public_split
 from cotune.config import load_config
 from cotune.data.encoding import label_token_ids
-from cotune.edge_client.adapters import attach_adapter
-from cotune.edge_client.evaluate import label_probabilities
-from cotune.edge_client.trainer import sample_batches, train_steps
+from cotune.lm.adapters import attach_adapter
+from cotune.lm.evaluate import label_probabilities
+from cotune.lm.trainer import sample_batches, train_steps
 from cotune.models import resolve_model
 from cotune.quantization.loading import load_causal_lm
 
@@ -84,7 +84,7 @@ def test_label_word_targets_need_the_label_ids(tokenizer, setting):
 
 def test_a_direction_that_lowers_the_students_holdout_accuracy_is_undone(tokenizer, setting):
     from cotune.algorithms.fedcollm.mutual import mutual_distillation
-    from cotune.edge_client.adapters import adapter_state
+    from cotune.lm.adapters import adapter_state
 
     student, teacher, task, data, label_ids = setting
     batches = encode_public_split(tokenizer, task, data, 8, 64)

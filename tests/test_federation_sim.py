@@ -14,7 +14,7 @@ from peft import PeftModel
 
 from cotune.config import load_config
 from cotune.federation.deployment.processes import kill_session
-from cotune.edge_client.adapted_lm import AdaptedLM
+from cotune.lm.adapted_lm import AdaptedLM
 from cotune.federation.cloud import CloudSide
 from cotune.federation.records import SYNTHETIC_TEXTS
 from cotune.quantization.loading import load_causal_lm

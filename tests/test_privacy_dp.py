@@ -8,7 +8,7 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from cotune.config.errors import ConfigError
 from cotune.config.loader import from_dict
-from cotune.federation.config import FederationConfig
+from cotune.config.federation import FederationConfig
 from cotune.federation.privacy import GaussianRDPAccountant, dp_clipping_mod
 from cotune.federation.records import from_record, to_record
 from cotune.federation.strategies.factory import build_strategy

@@ -11,9 +11,9 @@ from transformers import AutoTokenizer
 
 from cotune.config import load_config
 from cotune.data import build_splits
-from cotune.edge_client.adapted_lm import AdaptedLM
+from cotune.lm.adapted_lm import AdaptedLM
 from cotune.federation.client_app import LOCAL_ADAPTER, app
-from cotune.federation.config import FederationConfig
+from cotune.config.federation import FederationConfig
 from cotune.federation.privacy import private_data_in
 from cotune.federation.queries import ask_scores
 from cotune.federation.records import config_record, from_record, samples_record, to_record

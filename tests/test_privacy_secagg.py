@@ -10,7 +10,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.proto.message_pb2 import Message as ProtoMessage
 
-from cotune.federation.config import FederationConfig
+from cotune.config.federation import FederationConfig
 from cotune.federation.privacy import secaggplus_when_asked
 from cotune.federation.records import from_record, to_record
 from cotune.federation.strategies.factory import build_strategy

@@ -11,8 +11,8 @@ from bitsandbytes.functional import dequantize_4bit
 
 from cotune.config import load_config
 from cotune.data.encoding import task_batch
-from cotune.edge_client.adapters import attach_adapter
-from cotune.edge_client.trainer import answer_loss
+from cotune.lm.adapters import attach_adapter
+from cotune.lm.trainer import answer_loss
 from cotune.quantization.loading import load_causal_lm
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from support.silos import GLOBAL, ScriptedGrid, distance, honest, mean, scaled, train_content, train_reply
 
-from cotune.federation.config import FederationConfig
+from cotune.config.federation import FederationConfig
 from cotune.federation.records import from_record, to_record
 from cotune.federation.strategies.adapter_fedavg import AdapterFedAvg
 from cotune.federation.strategies.factory import build_strategy

@@ -4,7 +4,7 @@ import dataclasses
 
 import numpy as np
 
-from cotune.edge_client.adapted_lm import AdaptedLM
+from cotune.lm.adapted_lm import AdaptedLM
 from cotune.edge_client.silo import Silo
 from cotune.memo import Memo, fingerprint
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flwr.app import Message, MetricRecord, RecordDict
 
-from cotune.federation.config import FederationConfig
+from cotune.config.federation import FederationConfig
 from cotune.federation.records import from_record, to_record
 from cotune.federation.strategies.adapter_fedavg import AdapterFedAvg
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cotune.config import ConfigError, load_config
-from cotune.server_vllm.config import ServerConfig
+from cotune.config.server import ServerConfig
 from cotune.server_vllm.engine import choose_backend
 from cotune.server_vllm.vllm_cpu import LAUNCHER
 from cotune.server_vllm.vllm_server import cpu_list, find_vllm_python, server_command, server_env

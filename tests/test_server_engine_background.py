@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from cotune.server_vllm.config import ServerConfig
+from cotune.config.server import ServerConfig
 from cotune.server_vllm.engine import BackgroundEngine, GenerationEngine, Sampling, open_engine
 from cotune.server_vllm.errors import EngineError
 

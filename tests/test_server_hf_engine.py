@@ -4,7 +4,7 @@ import pytest
 import torch
 from test_server_adapters import save_lora_adapter
 
-from cotune.server_vllm.config import ServerConfig
+from cotune.config.server import ServerConfig
 from cotune.server_vllm.engine import Sampling, open_engine
 from cotune.server_vllm.errors import AdapterError, PromptTooLongError
 

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from cotune.data import ClassificationTask
-from cotune.server_vllm.config import ServerConfig
+from cotune.config.server import ServerConfig
 from cotune.server_vllm.engine import GenerationEngine, Sampling, open_engine
 from cotune.server_vllm.synthetic import FEATURES, SampleFilters, clean_sample, generate_synthetic
 

@@ -13,7 +13,7 @@ from test_server_adapters import save_lora_adapter
 from test_server_hf_engine import greedy_one_by_one
 
 from cotune.models import resolve_model
-from cotune.server_vllm.config import ServerConfig
+from cotune.config.server import ServerConfig
 from cotune.server_vllm.engine import Sampling, open_engine
 from cotune.server_vllm.errors import AdapterError, EngineError, PromptTooLongError
 from cotune.server_vllm.vllm_server import living

@@ -6,7 +6,7 @@ import textwrap
 import pytest
 import torch
 
-from cotune.server_vllm.config import ServerConfig
+from cotune.config.server import ServerConfig
 from cotune.server_vllm.vllm_cpu import LAUNCHER, server_entry
 from cotune.server_vllm.vllm_cpu import lora_ops
 from cotune.server_vllm.vllm_server import find_vllm_python

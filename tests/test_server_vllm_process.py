@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from cotune.server_vllm import vllm_server
-from cotune.server_vllm.config import ServerConfig
+from cotune.config.server import ServerConfig
 from cotune.server_vllm.engine import Sampling, open_engine
 from cotune.server_vllm.errors import EngineError
 

@@ -5,7 +5,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
 
-from cotune.federation.config import FederationConfig
+from cotune.config.federation import FederationConfig
 from cotune.federation.records import from_record, to_record
 from cotune.federation.strategies.adapter_fedavg import AdapterFedAvg
 

@@ -1,20 +1,21 @@
 """The configuration tree. Defaults live here and only here; TOML files and `--set` override them.
 
 Each section validates its own values (`validate`), raising ConfigError with the key relative to the section;
-the loader prefixes the section path. Sections owned by a subpackage live in that subpackage's `config.py`.
+the loader prefixes the section path. The subsystems' sections live beside this module (`crosslm.py`,
+`fedcollm.py`, `export.py`, `federation.py`, `server.py`), as vLLM keeps its config classes in one package.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from cotune.algorithms.crosslm.config import CrossLMConfig
-from cotune.algorithms.fedcollm.config import FedCoLLMConfig
+from cotune.config.crosslm import CrossLMConfig
 from cotune.config.errors import require
+from cotune.config.export import ExportConfig
+from cotune.config.federation import FederationConfig
+from cotune.config.fedcollm import FedCoLLMConfig
 from cotune.config.fields import option
-from cotune.export.config import ExportConfig
-from cotune.federation.config import FederationConfig
-from cotune.server_vllm.config import ServerConfig
+from cotune.config.server import ServerConfig
 
 Precision = Literal["nf4", "int8", "none"]
 

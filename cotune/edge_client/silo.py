@@ -10,8 +10,8 @@ from cotune.config.schema import CotuneConfig
 from cotune.data import TaskSplits, build_splits
 from cotune.data.encoding import pretokenize
 from cotune.data.mixing import mix_in
-from cotune.edge_client.adapted_lm import AdaptedLM
-from cotune.edge_client.trainer import TrainResult
+from cotune.lm.adapted_lm import AdaptedLM
+from cotune.lm.trainer import TrainResult
 from cotune.memo import Memo, fingerprint
 
 

@@ -1,6 +1,6 @@
 """`EdgeClassifier`: an exported folder as a text classifier, from its task card, without torch.
 
-It scores exactly as cotune evaluates (cotune.edge_client.evaluate.label_probabilities): the task's prompt, cut
+It scores exactly as cotune evaluates (cotune.lm.evaluate.label_probabilities): the task's prompt, cut
 from the left to the card's `max_length` tokens, then the next-token logits over the first token of each label
 word, renormalized with a softmax over those words. Texts run in right-padded batches through a plain
 onnxruntime session (one prefill per batch, no decoding), which any export supports.

@@ -1,4 +1,4 @@
-"""Quality of an exported model on the device side, mirroring cotune.edge_client.evaluate without torch.
+"""Quality of an exported model on the device side, mirroring cotune.lm.evaluate without torch.
 
 Label-word accuracy: the prompt's next-token logits compared over the first token of each label word (the
 caller passes those ids, e.g. from cotune.data.encoding.label_token_ids). Prompts and texts are cut from the

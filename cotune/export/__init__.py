@@ -1,7 +1,6 @@
 """Edge export: merge the tuned LoRA into the SLM and ship it as an ONNX model with a KV cache (fp32/int8/int4).
 
-`cotune.config` imports `cotune.export.config`, so this package stays light: the API below loads torch and the
-exporters only when first used.
+The API below loads torch and the exporters only when first used, so importing the package stays light.
 
     from cotune.export import export_edge_model, measure_tokens_per_s
 """

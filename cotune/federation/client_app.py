@@ -13,7 +13,7 @@ from flwr.clientapp import ClientApp
 
 from cotune.config import CotuneConfig, dump_toml
 from cotune.data import build_splits
-from cotune.edge_client.adapted_lm import AdaptedLM
+from cotune.lm.adapted_lm import AdaptedLM
 from cotune.edge_client.silo import Silo
 from cotune.federation.privacy import dp_clipping_mod, is_secagg_message, secaggplus_when_asked
 from cotune.federation.records import (

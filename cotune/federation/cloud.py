@@ -17,8 +17,8 @@ from cotune.algorithms.fedcollm.mutual import encode_public_split, mutual_distil
 from cotune.config import CotuneConfig
 from cotune.data import TaskSplits
 from cotune.data.encoding import label_token_ids
-from cotune.edge_client.adapted_lm import AdaptedLM
-from cotune.edge_client.evaluate import label_word_accuracy
+from cotune.lm.adapted_lm import AdaptedLM
+from cotune.lm.evaluate import label_word_accuracy
 from cotune.federation.queries import ask_scores
 from cotune.models import resolve_model
 from cotune.run.checkpoint import load_adapter_tensors

@@ -28,7 +28,7 @@ from flwr.compat.common.recorddict_compat import fitres_to_recorddict
 from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
-from cotune.federation.config import FederationConfig
+from cotune.config.federation import FederationConfig
 from cotune.federation.records import from_record, to_record
 from cotune.federation.strategies.adapter_fedavg import AdapterFedAvg, ServerStep
 from cotune.federation.validation import ARRAYS, METRICS

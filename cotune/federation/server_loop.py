@@ -12,8 +12,8 @@ from flwr.serverapp import Grid
 
 from cotune.config import CotuneConfig
 from cotune.data import build_splits, load_plot_summaries
-from cotune.edge_client.adapted_lm import AdaptedLM
-from cotune.edge_client.evaluate import perplexity
+from cotune.lm.adapted_lm import AdaptedLM
+from cotune.lm.evaluate import perplexity
 from cotune.export.runtime_adapter import write_beside
 from cotune.federation.cloud import CloudSide
 from cotune.federation.records import config_record, from_record, samples_record, to_record

@@ -11,9 +11,9 @@ import torch
 from cotune.algorithms.fedcollm.mutual import encode_public_split, split_public
 from cotune.config import CotuneConfig
 from cotune.data import TaskSplits
-from cotune.edge_client.adapted_lm import AdaptedLM
+from cotune.lm.adapted_lm import AdaptedLM
 from cotune.edge_client.silo import Silo
-from cotune.edge_client.trainer import train_steps
+from cotune.lm.trainer import train_steps
 from cotune.federation.records import from_record, to_record
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from cotune.server_vllm.config import ServerConfig
+from cotune.config.server import ServerConfig
 from cotune.server_vllm.errors import PromptTooLongError
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from typing import IO
 import psutil
 
 import cotune
-from cotune.server_vllm.config import ServerConfig
+from cotune.config.server import ServerConfig
 from cotune.server_vllm.errors import EngineError
 from cotune.server_vllm.vllm_cpu import server_entry
 

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from cotune.algorithms.crosslm.config import CrossLMConfig
+from cotune.config.crosslm import CrossLMConfig
 from cotune.algorithms.crosslm.scores import combine_scores, score_problem, select_best, to_rewards
 from cotune.data.encoding import encode_batch
-from cotune.edge_client.adapted_lm import AdaptedLM
-from cotune.edge_client.trainer import train_steps
+from cotune.lm.adapted_lm import AdaptedLM
+from cotune.lm.trainer import train_steps
 
 log = logging.getLogger(__name__)
 AskScores = Callable[[list[str], list[int]], dict[int, list[float]]]

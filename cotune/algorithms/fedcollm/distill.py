@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from peft import PeftModel
 
-from cotune.algorithms.fedcollm.config import FedCoLLMConfig
+from cotune.config.fedcollm import FedCoLLMConfig
 from cotune.algorithms.fedcollm.loss import (
     check_same_vocab,
     first_answer_logits,
@@ -32,7 +32,7 @@ from cotune.algorithms.fedcollm.loss import (
     topk_kl,
 )
 from cotune.data.encoding import IGNORE
-from cotune.edge_client.trainer import answer_logits, steps_for
+from cotune.lm.trainer import answer_logits, steps_for
 
 Batch = dict[str, torch.Tensor]
 

@@ -2,7 +2,7 @@
 
 Each round, after FedAvg of the silos' SLM adapters, the LLM teaches the SLM and the SLM teaches the LLM (in the
 configured order; the second direction sees the first one's result). The distilled SLM adapter is what silos
-receive next round: the caller extracts it (`cotune.edge_client.adapters.adapter_state`).
+receive next round: the caller extracts it (`cotune.lm.adapters.adapter_state`).
 """
 
 import time
@@ -13,11 +13,11 @@ from datasets import Dataset
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from cotune.algorithms.fedcollm.config import FedCoLLMConfig
+from cotune.config.fedcollm import FedCoLLMConfig
 from cotune.algorithms.fedcollm.distill import Batch, check_models_share_vocab, distill
 from cotune.data.encoding import task_batch
 from cotune.data.tasks import ClassificationTask
-from cotune.edge_client.adapters import adapter_state, load_adapter_state
+from cotune.lm.adapters import adapter_state, load_adapter_state
 
 
 ORDERS = {

@@ -19,7 +19,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from cotune.federation.config import FederationConfig
+from cotune.config.federation import FederationConfig
 from cotune.federation.records import from_record, to_record
 from cotune.federation.strategies.ledger import ACCEPTED, MISSING, NO_REPLY, REJECTED, RoundLedger
 from cotune.federation.validation import (

@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from flwr.serverapp.strategy import Strategy
 
 from cotune.config.errors import ConfigError
-from cotune.federation.config import FederationConfig
+from cotune.config.federation import FederationConfig
 from cotune.federation.privacy import AdapterClientSideDP
 from cotune.federation.strategies.adapter_fedavg import AdapterFedAvg, ServerStep
 from cotune.federation.strategies.adapter_median import AdapterMedian

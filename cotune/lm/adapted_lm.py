@@ -14,9 +14,9 @@ from transformers import AutoTokenizer
 
 from cotune.config.schema import CotuneConfig
 from cotune.data.tasks import ClassificationTask
-from cotune.edge_client.adapters import adapter_state, attach_adapter, load_adapter_state
-from cotune.edge_client.evaluate import label_probabilities, label_word_accuracy
-from cotune.edge_client.trainer import TrainResult, sample_batches, steps_for, train_steps
+from cotune.lm.adapters import adapter_state, attach_adapter, load_adapter_state
+from cotune.lm.evaluate import label_probabilities, label_word_accuracy
+from cotune.lm.trainer import TrainResult, sample_batches, steps_for, train_steps
 from cotune.models import resolve_model
 from cotune.quantization.loading import load_causal_lm
 
