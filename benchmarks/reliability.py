@@ -157,7 +157,8 @@ def run_simulation_child(spec: dict) -> dict:
     from cotune.federation.client_app import app as client_app
     from cotune.config.federation import FederationConfig
     from cotune.federation.server_loop import run_rounds
-    from cotune.run.metrics import MetricsLog
+    from cotune.metrics_log import MetricsLog
+    from cotune.run.folder import outputs
 
     n = spec["clients"]
     overrides = [*FAST, f"clients.num_clients={n}", f"rounds.num_rounds={spec['rounds']}"]
@@ -171,10 +172,10 @@ def run_simulation_child(spec: dict) -> dict:
     @server.main()
     def main(grid, context):
         captured.append(ProbingGrid(grid) if spec.get("soak") else CapturingGrid(grid))
-        run_rounds(captured[0], cfg, run_dir)
+        run_rounds(captured[0], cfg, outputs(run_dir))
 
     cpus = os.cpu_count() or 1
-    os.environ.setdefault("RAY_worker_niceness", "0")  # as cotune.federation.simulation.simulate: silos at nice 0
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as cotune.run.simulation.simulate: silos at nice 0
     rss = PeakRSS().start()
     start = time.perf_counter()
     run_simulation(
@@ -533,7 +534,7 @@ def deploy(root: Path, secure: bool, rounds: int, kill_round: int | None = None)
     """One deployment of 3 silos on 127.0.0.1; `kill_round`: SIGKILL silo 2 as that round's training starts."""
     from cotune.config import dump_toml, load_config
     from cotune.federation.deployment.local import LocalDeployment
-    from cotune.run.metrics import MetricsLog
+    from cotune.metrics_log import MetricsLog
 
     cfg = load_config(SMOKE, [*FAST, f"rounds.num_rounds={rounds}", "clients.min_clients=2",
                               "clients.round_timeout_s=400.0"])

@@ -6,7 +6,7 @@ import pytest
 
 from cotune.config import load_config
 from cotune.run.job import run_job
-from cotune.run.metrics import MetricsLog
+from cotune.metrics_log import MetricsLog
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import tomli_w
 
 from cotune.federation.deployment.local import LocalDeployment
 from cotune.federation.deployment.processes import ManagedProcess, marked_processes
-from cotune.run.metrics import MetricsLog
+from cotune.metrics_log import MetricsLog
 
 SMOKE = Path("configs/smoke.toml").resolve()
 RUN_TIMEOUT = 600

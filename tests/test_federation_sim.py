@@ -18,9 +18,10 @@ from cotune.lm.adapted_lm import AdaptedLM
 from cotune.federation.cloud import CloudSide
 from cotune.federation.records import SYNTHETIC_TEXTS
 from cotune.quantization.loading import load_causal_lm
-from cotune.run.checkpoint import Checkpoints, load_adapter_tensors
+from cotune.checkpoints import Checkpoints, load_adapter_tensors
+from cotune.run.folder import outputs
 from cotune.run.job import run_job
-from cotune.run.metrics import MetricsLog
+from cotune.metrics_log import MetricsLog
 
 ROUNDS, CLIENTS = 2, 3
 
@@ -46,7 +47,7 @@ def test_global_adapter_is_a_peft_folder_equal_to_the_last_round(smoke_run, tiny
     model = PeftModel.from_pretrained(load_causal_lm(tiny_path), smoke_run / "global_adapter")
     assert any("lora_" in n for n, _ in model.named_parameters())
     final = load_adapter_tensors(smoke_run / "global_adapter")
-    last_round, folder = Checkpoints(smoke_run).latest()
+    last_round, folder = Checkpoints(smoke_run / "checkpoints").latest()
     assert last_round == ROUNDS
     checkpoint = load_adapter_tensors(folder, "slm_adapter")
     assert final.keys() == checkpoint.keys() and all(np.array_equal(final[k], checkpoint[k]) for k in final)
@@ -117,7 +118,7 @@ def test_a_crosslm_round_replays_exactly_whatever_ran_before_it(tmp_path, smoke_
                  "crosslm.max_new_tokens=8", "crosslm.llm_steps=1"]
     cfg = load_config("configs/smoke.toml", overrides)
     slm = AdaptedLM.load(cfg)
-    cloud = CloudSide(cfg, tmp_path, smoke_splits, slm, MetricsLog(tmp_path / "metrics.jsonl"))
+    cloud = CloudSide(cfg, outputs(tmp_path), smoke_splits, slm)
     cloud.grid = ScoringGrid()
     start, slm_state = cloud.llm.state(), {k: v.copy() for k, v in slm.state().items()}
     outcomes = []

@@ -19,10 +19,10 @@ from cotune.data import TaskSplits
 from cotune.data.encoding import label_token_ids
 from cotune.lm.adapted_lm import AdaptedLM
 from cotune.lm.evaluate import label_word_accuracy
+from cotune.federation.outputs import RunOutputs
 from cotune.federation.queries import ask_scores
 from cotune.models import resolve_model
-from cotune.run.checkpoint import load_adapter_tensors
-from cotune.run.metrics import MetricsLog
+from cotune.checkpoints import load_adapter_tensors
 from cotune.server_vllm.engine import GenerationEngine, Sampling, open_engine
 from cotune.server_vllm.synthetic import generate_synthetic
 
@@ -35,14 +35,13 @@ class CloudSide:
     def __init__(
         self,
         cfg: CotuneConfig,
-        run_dir: Path,
+        out: RunOutputs,
         splits: TaskSplits,
         slm: AdaptedLM,
-        metrics: MetricsLog,
         engine: GenerationEngine | None = None,
     ):
         """`engine`, if given, is shared with other runs of the same job and stays open after this one."""
-        self.cfg, self.run_dir, self.splits, self.slm, self.metrics = cfg, run_dir, splits, slm, metrics
+        self.cfg, self.out, self.splits, self.slm, self.metrics = cfg, out, splits, slm, out.metrics
         algorithm = cfg.run.algorithm
         self.kd = algorithm in ("fedcollm", "cotune")
         self.crosslm = algorithm in ("crosslm", "cotune")
@@ -93,7 +92,7 @@ class CloudSide:
         if self.engine is None:
             llm_dir = resolve_model(self.cfg.models.llm, self.cfg.models.cache_dir)
             with self.metrics.timed("engine_start", server_round):
-                self.engine = open_engine(self.cfg.server, llm_dir, self.run_dir / "logs")
+                self.engine = open_engine(self.cfg.server, llm_dir, self.out.logs)
         adapter = self._publish_llm_adapter(server_round)
         sampling = Sampling(n=c.samples_per_label, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_new_tokens)
         step = CrossLMStep(
@@ -130,7 +129,7 @@ class CloudSide:
     def _publish_llm_adapter(self, server_round: int) -> str:
         """The LLM adapter as a PEFT folder the engine loads live (no restart), named by round."""
         name = f"llm-r{server_round}"
-        folder = self.run_dir / "llm_adapters" / f"round_{server_round:03d}"
+        folder = self.out.llm_adapters / f"round_{server_round:03d}"
         self.llm.model.save_pretrained(folder)
         self.engine.load_adapter(name, folder)
         return name

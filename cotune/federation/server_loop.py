@@ -19,12 +19,12 @@ from cotune.federation.cloud import CloudSide
 from cotune.federation.records import config_record, from_record, samples_record, to_record
 from cotune.federation.strategies.factory import build_strategy
 from cotune.memo import Memo, fingerprint
-from cotune.run.checkpoint import Checkpoints, load_adapter_tensors
-from cotune.run.metrics import MetricsLog
+from cotune.checkpoints import load_adapter_tensors
+from cotune.federation.outputs import RunOutputs
+from cotune.metrics_log import MetricsLog
 from cotune.server_vllm.engine import GenerationEngine
 
 log = logging.getLogger(__name__)
-GLOBAL_ADAPTER = "global_adapter"
 PPL_TEXTS = 50  # held-out plot summaries: another register than the reviews
 
 
@@ -74,15 +74,14 @@ def norm_history(rows: list[dict], start_round: int) -> list[list[float]]:
     return [by_round[k] for k in sorted(by_round)]
 
 
-def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path, engine: GenerationEngine | None = None) -> None:
-    """All rounds of one run into `run_dir`, resuming from its last checkpoint if it has one."""
-    metrics = MetricsLog(run_dir / "metrics.jsonl")
-    checkpoints = Checkpoints(run_dir)
+def run_rounds(grid: Grid, cfg: CotuneConfig, out: RunOutputs, engine: GenerationEngine | None = None) -> None:
+    """All rounds of one run into `out`, resuming from its last checkpoint if it has one."""
+    metrics, checkpoints = out.metrics, out.checkpoints
     splits = build_splits(cfg.data, cfg.clients.num_clients)
     with metrics.timed("load_slm", scope="job"):
         slm = AdaptedLM.load(cfg)
     with metrics.timed("load_llm", scope="job"):
-        cloud = CloudSide(cfg, run_dir, splits, slm, metrics, engine)
+        cloud = CloudSide(cfg, out, splits, slm, engine)
     memo = reuse_memo(cfg)
     state = slm.state()
     start_round = 0
@@ -151,9 +150,9 @@ def run_rounds(grid: Grid, cfg: CotuneConfig, run_dir: Path, engine: GenerationE
             state = from_record(result.arrays)
     if cloud.llm is not None:
         log_llm(cloud, metrics, cfg.rounds.num_rounds, "after")
-        cloud.llm.model.save_pretrained(run_dir / "llm_adapter")
+        cloud.llm.model.save_pretrained(out.llm_adapter)
     cloud.close()
     slm.set_state(state)
-    slm.model.save_pretrained(run_dir / GLOBAL_ADAPTER)
-    write_beside(run_dir / GLOBAL_ADAPTER, version=cfg.rounds.num_rounds)
-    log.info("global adapter written to %s", run_dir / GLOBAL_ADAPTER)
+    slm.model.save_pretrained(out.global_adapter)
+    write_beside(out.global_adapter, version=cfg.rounds.num_rounds)
+    log.info("global adapter written to %s", out.global_adapter)

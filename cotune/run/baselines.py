@@ -15,10 +15,9 @@ from cotune.lm.adapted_lm import AdaptedLM
 from cotune.edge_client.silo import Silo
 from cotune.lm.trainer import train_steps
 from cotune.federation.records import from_record, to_record
+from cotune.run.folder import BASELINES, LLM_BASELINE
 
 log = logging.getLogger(__name__)
-BASELINES_FILE = "baselines.json"
-LLM_BASELINE_FILE = "llm_public_only.json"
 
 
 def local_only(cfg: CotuneConfig, splits: TaskSplits, run_dir: Path) -> dict[str, float]:
@@ -27,7 +26,7 @@ def local_only(cfg: CotuneConfig, splits: TaskSplits, run_dir: Path) -> dict[str
     Each silo starts from the adapter the federated silos received in round 1 (the initial adapter after the
     wire's rounding), so round 1 is the very update a federated run computed, read back from the job's reuse
     folder rather than trained again."""
-    path = run_dir / BASELINES_FILE
+    path = run_dir / BASELINES
     if path.is_file():
         return json.loads(path.read_text())["local_only"]
     slm = AdaptedLM.load(cfg)
@@ -54,7 +53,7 @@ def llm_public_steps(cfg: CotuneConfig) -> int:
 def llm_public_only(cfg: CotuneConfig, splits: TaskSplits, run_dir: Path) -> dict[str, float]:
     """The LLM after training on the public split alone (CE only) with co-tuning's step count, batches and lr:
     a gain of co-tuning's LLM over this one is what the silos taught it, not the public labels."""
-    path = run_dir / LLM_BASELINE_FILE
+    path = run_dir / LLM_BASELINE
     if path.is_file():
         return json.loads(path.read_text())
     llm = AdaptedLM.load(cfg, "llm")

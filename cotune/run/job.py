@@ -13,18 +13,18 @@ import time
 import tomllib
 from pathlib import Path
 
-from cotune.config import CotuneConfig, dump_toml, from_dict
+from cotune.config import CotuneConfig, from_dict
 from cotune.data import build_splits
 from cotune.export.checks import check_exportable
-from cotune.federation.server_app import new_run_dir
-from cotune.federation.server_loop import GLOBAL_ADAPTER
-from cotune.federation.simulation import simulate
-from cotune.models import resolve_model
 from cotune.federation.cloud import USES_LLM
+from cotune.metrics_log import MetricsLog
+from cotune.models import resolve_model
 from cotune.openmp import REASON_ENV
 from cotune.run.baselines import llm_public_only, local_only
-from cotune.run.metrics import MetricsLog
+from cotune.run.folder import COMPARE, CONFIG, EDGE, GLOBAL_ADAPTER, LOGS, REUSE, finished, metrics_log, new_run_dir
+from cotune.run.folder import write_config
 from cotune.run.report import collect_time_rows, render_report, summarize, time_table, write_summary
+from cotune.run.simulation import simulate
 from cotune.server_vllm.engine import BackgroundEngine, open_engine
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ GENERATES = ("crosslm", "cotune")
 
 
 def resume_config(run_dir: Path) -> CotuneConfig:
-    path = run_dir / "config.toml"
+    path = run_dir / CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"cannot resume {run_dir}: no config.toml (not a cotune run folder)")
     return from_dict(CotuneConfig, tomllib.loads(path.read_text()))
@@ -46,13 +46,13 @@ def with_algorithm(cfg: CotuneConfig, algorithm: str) -> CotuneConfig:
 def _shared_engine(cfg: CotuneConfig, algorithms: list[str], run_dir: Path, metrics: MetricsLog):
     """One generation engine for every run of the job that generates, started now (vLLM: in the background,
     beside the first round's silo training): its start is paid once, and its seconds land in the phase timing."""
-    pending = [a for a in algorithms if not _finished(_folder(cfg, run_dir, a))]
+    pending = [a for a in algorithms if not finished(_folder(cfg, run_dir, a))]
     if not any(a in GENERATES for a in pending):
         yield None
         return
     llm_dir = resolve_model(cfg.models.llm, cfg.models.cache_dir)
     start = time.perf_counter()
-    engine = open_engine(cfg.server, llm_dir, run_dir / "logs", background=True)
+    engine = open_engine(cfg.server, llm_dir, run_dir / LOGS, background=True)
     if not isinstance(engine, BackgroundEngine):
         metrics.time_row("engine_start", time.perf_counter() - start, scope="job")
     try:
@@ -66,11 +66,7 @@ def _shared_engine(cfg: CotuneConfig, algorithms: list[str], run_dir: Path, metr
 
 
 def _folder(cfg: CotuneConfig, run_dir: Path, algorithm: str) -> Path:
-    return run_dir if algorithm == cfg.run.algorithm else run_dir / "compare" / algorithm
-
-
-def _finished(folder: Path) -> bool:
-    return (folder / GLOBAL_ADAPTER / "adapter_config.json").is_file()
+    return run_dir if algorithm == cfg.run.algorithm else run_dir / COMPARE / algorithm
 
 
 def run_federations(cfg: CotuneConfig, run_dir: Path, metrics: MetricsLog) -> dict[str, Path]:
@@ -79,13 +75,15 @@ def run_federations(cfg: CotuneConfig, run_dir: Path, metrics: MetricsLog) -> di
     folders = {a: _folder(cfg, run_dir, a) for a in algorithms}
     with _shared_engine(cfg, algorithms, run_dir, metrics) as engine:
         for algorithm, folder in folders.items():
-            if _finished(folder):
+            if finished(folder):
                 continue  # finished before an interruption
-            folder.mkdir(parents=True, exist_ok=True)
+            run_cfg = with_algorithm(cfg, algorithm)
+            if folder != run_dir:
+                write_config(folder, run_cfg)  # the job's own config.toml keeps the comparison it asked for
             log.info("federation: %s -> %s", algorithm, folder)
             with metrics.timed("federation", algorithm=algorithm, scope="job"):
-                simulate(with_algorithm(cfg, algorithm), folder, engine)
-            if not _finished(folder):
+                simulate(run_cfg, folder, engine)
+            if not finished(folder):
                 raise RuntimeError(f"federation '{algorithm}' did not complete: no {GLOBAL_ADAPTER} in {folder}")
     return folders
 
@@ -96,7 +94,7 @@ def export_edge(cfg: CotuneConfig, run_dir: Path, metrics: MetricsLog) -> dict:
     from cotune.edge_runtime.layout import MANIFEST
     from cotune.export.pipeline import export_edge_model
 
-    out = run_dir / "edge"
+    out = run_dir / EDGE
     task = build_splits(cfg.data, cfg.clients.num_clients).task
     if not (out / MANIFEST).is_file():
         e = cfg.export
@@ -122,7 +120,7 @@ def with_reuse(cfg: CotuneConfig, run_dir: Path) -> CotuneConfig:
     """The job's runs share one reuse folder (absolute: Ray's workers may run elsewhere), unless one is set."""
     if cfg.run.reuse_dir:
         return cfg
-    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, reuse_dir=str((run_dir / "reuse").resolve())))
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, reuse_dir=str((run_dir / REUSE).resolve())))
 
 
 def run_job(cfg: CotuneConfig, run_dir: Path | None = None) -> Path:
@@ -131,10 +129,10 @@ def run_job(cfg: CotuneConfig, run_dir: Path | None = None) -> Path:
     check_exportable(cfg, resolve_model(cfg.models.slm, cfg.models.cache_dir))  # before any training, not after
     run_dir = run_dir or new_run_dir(cfg.run.output_root)
     cfg = with_reuse(cfg, run_dir)
-    (run_dir / "config.toml").write_text(dump_toml(cfg))
+    write_config(run_dir, cfg)
     log.info("run folder: %s", run_dir)
     log.info("OpenMP: %s", os.environ.get(REASON_ENV, "not chosen by cotune"))
-    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    metrics = metrics_log(run_dir)
     folders = run_federations(cfg, run_dir, metrics)
     baselines, llm_baseline = {}, {}
     if cfg.run.baselines:

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from cotune.run.metrics import MetricsLog
+from cotune.run.folder import PLOT, REPORT, SUMMARY, metrics_log
 
 
 def _by_kind(rows: list[dict], kind: str) -> list[dict]:
@@ -58,7 +58,7 @@ def collect_time_rows(run_dir: Path, folders: dict[str, Path]) -> list[dict]:
     reply rows; an update read back from the reuse folder costs nothing and is counted as such."""
     rows: list[dict] = []
     for folder in {run_dir, *folders.values()}:
-        for r in MetricsLog(folder / "metrics.jsonl").rows():
+        for r in metrics_log(folder).rows():
             if r["kind"] == "time":
                 rows.append(r)
             elif r["kind"] in SILO_PHASES and "rejected" not in r:
@@ -93,7 +93,7 @@ def time_table(rows: list[dict], wall_seconds: float) -> list[dict]:
 
 
 def summarize(run_dir: Path, algorithm: str, local_only: dict[str, float], wall_seconds: float) -> dict:
-    rows = MetricsLog(run_dir / "metrics.jsonl").rows()
+    rows = metrics_log(run_dir).rows()
     rounds = round_table(rows)
     zero_shot = next((r["test_accuracy"] for r in _by_kind(rows, "global") if r["round"] == 0), None)
     summary: dict = {
@@ -120,7 +120,7 @@ def summarize(run_dir: Path, algorithm: str, local_only: dict[str, float], wall_
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
 
 
 def _pct(value: float | None) -> str:
@@ -148,7 +148,7 @@ def plot_rounds(run_dir: Path, summary: dict) -> Path | None:
     ax.set_ylabel("held-out test accuracy")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    path = run_dir / "accuracy.png"
+    path = run_dir / PLOT
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -253,6 +253,6 @@ def render_report(run_dir: Path, summary: dict, title: str) -> Path:
     if "silo_step_seconds" in summary:
         lines.append(f"Silo step (trained, not reused): {summary['silo_step_seconds']:.2f} s.")
     lines += [f"Wall time: {summary['wall_seconds']:.0f} s.", ""]
-    path = run_dir / "report.md"
+    path = run_dir / REPORT
     path.write_text("\n".join(lines))
     return path

@@ -7,7 +7,7 @@ Neither can be fixed from inside the job's own process. So `cotune run` runs the
 carries a marker that every descendant inherits (vLLM copies the environment, Ray's raylet and workers too), and
 on SIGTERM, SIGINT or SIGHUP the supervisor passes SIGTERM on, gives the job `grace` seconds to unwind (it stops
 its engine), then stops every process that still carries the marker, wherever it was reparented. Checkpoints are
-written to a temporary folder and renamed (cotune.run.checkpoint), so the last completed round survives any stop
+written to a temporary folder and renamed (cotune.checkpoints), so the last completed round survives any stop
 and `--resume` continues from it. A supervisor that is itself SIGKILLed cannot sweep: the job watches for that
 (`watch_supervisor`) and then stops the rest of the job itself.
 """

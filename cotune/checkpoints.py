@@ -6,6 +6,7 @@
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +17,18 @@ DONE = "round.json"
 
 
 class Checkpoints:
-    def __init__(self, run_dir: Path) -> None:
-        self.root = run_dir / "checkpoints"
+    def __init__(self, root: Path) -> None:
+        """`root`: the folder the `round_NNN` checkpoints go in (the run folder's layout names it)."""
+        self.root = root
 
-    def save(self, server_round: int, write_folder, facts: dict | None = None) -> Path:
+    def save(self, server_round: int, write_folder: Callable[[Path], None]) -> Path:
         """`write_folder(path)` writes the round's artifacts (e.g. `model.save_pretrained`)."""
         target = self.root / ROUND_DIR.format(server_round)
         tmp = target.with_name(target.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         write_folder(tmp)
-        (tmp / DONE).write_text(json.dumps({"round": server_round, **(facts or {})}))
+        (tmp / DONE).write_text(json.dumps({"round": server_round}))
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
         return target

@@ -7,7 +7,7 @@ from flwr.simulation import run_simulation
 
 from cotune.config import CotuneConfig
 from cotune.federation.client_app import app as client_app
-from cotune.federation.server_app import build_server_app
+from cotune.run.server_app import build_server_app
 from cotune.server_vllm.engine import GenerationEngine
 
 
