@@ -20,7 +20,7 @@ def test_the_layers_contract_is_kept_without_ignored_imports():
     assert all("ignore_imports" not in c for c in contract["contracts"])
     result = _lint(ROOT / "pyproject.toml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 kept, 0 broken" in result.stdout
+    assert "0 broken" in result.stdout and " kept," in result.stdout
 
 
 def test_the_contract_catches_an_upward_import(tmp_path):

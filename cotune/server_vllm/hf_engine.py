@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, 
 from cotune.quantization.loading import DTYPES, default_device
 from cotune.server_vllm.adapters import check_adapter
 from cotune.config.server import ServerConfig
-from cotune.server_vllm.engine import GenerationEngine, Sampling, check_prompt_lengths
+from cotune.server_vllm.interface import GenerationEngine, Sampling, check_prompt_lengths
 from cotune.server_vllm.errors import AdapterError
 
 

@@ -14,7 +14,7 @@ from transformers import AutoTokenizer
 
 from cotune.server_vllm.adapters import check_adapter
 from cotune.config.server import ServerConfig
-from cotune.server_vllm.engine import GenerationEngine, Sampling, check_prompt_lengths
+from cotune.server_vllm.interface import GenerationEngine, Sampling, check_prompt_lengths
 from cotune.server_vllm.errors import AdapterError, EngineError
 from cotune.server_vllm.vllm_server import VllmServer, http_json
 
