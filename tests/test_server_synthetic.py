@@ -5,7 +5,9 @@ from pathlib import Path
 from cotune.data import ClassificationTask
 from cotune.config.server import ServerConfig
 from cotune.server_vllm.engine import GenerationEngine, Sampling, open_engine
-from cotune.algorithms.crosslm.generation import FEATURES, SampleFilters, clean_sample, generate_synthetic, round_sampling
+from cotune.algorithms.crosslm.generation import (
+    FEATURES, SampleFilters, clean_sample, generate_synthetic, round_sampling,
+)
 from cotune.config.crosslm import CrossLMConfig
 
 TASK = ClassificationTask(

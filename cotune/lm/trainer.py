@@ -71,7 +71,8 @@ def sample_batches(
     rng = np.random.default_rng(seed)
     if len(dataset) == 0:
         raise ValueError("cannot train on an empty dataset")
-    encoded = pretokenize(tokenizer, task, dataset, max_length).select_columns(list(TOKEN_COLUMNS)).with_format("python")
+    encoded = pretokenize(tokenizer, task, dataset, max_length).select_columns(list(TOKEN_COLUMNS))
+    encoded = encoded.with_format("python")
     pad = pad_id(tokenizer)
     while True:
         order = rng.permutation(len(encoded))

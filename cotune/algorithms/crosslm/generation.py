@@ -55,7 +55,9 @@ class SampleFilters:
 
 def round_sampling(cfg: CrossLMConfig) -> Sampling:
     """The engine request of a round: `samples_per_label` draws per label prompt."""
-    return Sampling(n=cfg.samples_per_label, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens)
+    return Sampling(
+        n=cfg.samples_per_label, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens
+    )
 
 
 def clean_sample(text: str) -> str:
