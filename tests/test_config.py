@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from cotune.config import ConfigError, CotuneConfig, dump_toml, explain, load_config
+from cotune.config.algorithms import ALGORITHMS, Algorithm
 
 
 def test_defaults_are_valid_and_round_trip_through_toml(tmp_path):
@@ -35,6 +36,10 @@ def test_toml_file_then_overrides(tmp_path):
         ("lora.target_modules='q_proj'", "lora.target_modules", "a list"),
         ("quantization.wire='int3'", "quantization.wire", "one of"),
         ("models.slm='./no/such/folder'", "models.slm", "existing HF model folder"),
+        ("run.algorithm='fedprox'", "run.algorithm", "one of ['fedavg', 'fedcollm', 'crosslm', 'cotune']"),
+        ("run.compare=['fedavg', 'fedprox']", "run.compare", "algorithms among ['fedavg', 'fedcollm', 'crosslm'"),
+        ("crosslm.min_words=0", "crosslm.min_words", ">= 1"),
+        ("crosslm.max_words=3", "crosslm.max_words", ">= min_words"),
     ],
 )
 def test_bad_values_fail_naming_the_key(override, key, expected):
@@ -42,6 +47,26 @@ def test_bad_values_fail_naming_the_key(override, key, expected):
         load_config(None, [override])
     assert err.value.key == key
     assert expected in str(err.value)
+
+
+def test_the_algorithm_registry_decides_which_names_are_valid(monkeypatch):
+    with pytest.raises(ConfigError, match="run.algorithm"):
+        load_config(None, ["run.algorithm='fedprox'"])
+    monkeypatch.setitem(ALGORITHMS, "fedprox", Algorithm(distills=False, crosslm=False, summary="FedProx"))
+    cfg = load_config(None, ["run.algorithm='fedprox'", "run.compare=['fedprox', 'cotune']"])
+    assert cfg.run.algorithm == "fedprox" and cfg.run.compare == ["fedprox", "cotune"]
+
+
+def test_what_each_algorithm_uses():
+    uses = {name: (a.uses_llm, a.distills, a.crosslm) for name, a in ALGORITHMS.items()}
+    assert uses == {
+        "fedavg": (False, False, False),
+        "fedcollm": (True, True, False),
+        "crosslm": (True, False, True),
+        "cotune": (True, True, True),
+    }
+    (help_text,) = [h for key, _, h in explain() if key == "run.algorithm"]
+    assert all(name in help_text for name in ALGORITHMS)
 
 
 def test_missing_data_file_is_named():

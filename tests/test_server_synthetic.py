@@ -5,7 +5,10 @@ from pathlib import Path
 from cotune.data import ClassificationTask
 from cotune.config.server import ServerConfig
 from cotune.server_vllm.engine import GenerationEngine, Sampling, open_engine
-from cotune.server_vllm.synthetic import FEATURES, SampleFilters, clean_sample, generate_synthetic
+from cotune.algorithms.crosslm.generation import (
+    FEATURES, SampleFilters, clean_sample, generate_synthetic, round_sampling,
+)
+from cotune.config.crosslm import CrossLMConfig
 
 TASK = ClassificationTask(
     name="movies",
@@ -83,3 +86,9 @@ def test_with_the_hf_engine_every_label_is_requested(tiny_path, tmp_path):
     assert set(data["backend"]) == {"hf"} and set(data["adapter_version"]) == {"base"}
     assert set(data["label"]) <= {0, 1}
     assert all(text == clean_sample(text) and text for text in data["text"])
+
+
+def test_filters_come_from_the_crosslm_config_with_the_former_defaults():
+    assert SampleFilters.of(CrossLMConfig()) == SampleFilters(min_words=4, max_words=0)
+    assert SampleFilters.of(CrossLMConfig(min_words=2, max_words=9)) == SampleFilters(2, 9)
+    assert round_sampling(CrossLMConfig()) == Sampling(n=16, temperature=0.9, top_p=0.95, max_tokens=48)

@@ -1,4 +1,7 @@
-"""CrossLM settings: LLM-generated, SLM-scored synthetic data and the reward-weighted LLM update."""
+"""CrossLM settings: LLM-generated, SLM-scored synthetic data and the reward-weighted LLM update.
+
+The method lives in `cotune/algorithms/crosslm/`; this section is what a user can set of it.
+"""
 
 from dataclasses import dataclass
 from typing import Literal
@@ -13,6 +16,12 @@ class CrossLMConfig:
     temperature: float = option(0.9, help="Sampling temperature of generation.")
     top_p: float = option(0.95, help="Nucleus sampling threshold.")
     max_new_tokens: int = option(48, help="Token limit of each generated sample.")
+    min_words: int = option(
+        4, help="Generated samples shorter than this many words (after cleaning) are dropped before scoring."
+    )
+    max_words: int = option(
+        0, help="Generated samples longer than this many words are dropped; 0: no limit beyond max_new_tokens."
+    )
     score: Literal["label_prob"] = option(
         "label_prob", help="What a client reports per sample: its SLM's probability of the intended label."
     )
@@ -33,6 +42,11 @@ class CrossLMConfig:
         require(self.temperature >= 0, "temperature", "a number >= 0", self.temperature)
         require(0 < self.top_p <= 1, "top_p", "a fraction in (0, 1]", self.top_p)
         require(self.max_new_tokens > 0, "max_new_tokens", "an integer > 0", self.max_new_tokens)
+        require(self.min_words >= 1, "min_words", "an integer >= 1", self.min_words)
+        require(
+            self.max_words == 0 or self.max_words >= self.min_words, "max_words", "0 or an integer >= min_words",
+            self.max_words,
+        )
         require(0 <= self.trim_fraction < 0.5, "trim_fraction", "a fraction in [0, 0.5)", self.trim_fraction)
         require(0 <= self.accept_threshold <= 1, "accept_threshold", "a probability", self.accept_threshold)
         require(self.max_synthetic > 0, "max_synthetic", "an integer > 0", self.max_synthetic)

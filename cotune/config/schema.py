@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from cotune.config.algorithms import ALGORITHMS
 from cotune.config.crosslm import CrossLMConfig
 from cotune.config.errors import require
 from cotune.config.export import ExportConfig
@@ -182,8 +183,10 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    algorithm: Literal["fedavg", "fedcollm", "crosslm", "cotune"] = option(
-        "cotune", help="What each round does after local training: plain FedAvg, + FedCoLLM, + CrossLM, or both."
+    algorithm: str = option(
+        "cotune",
+        help="What each round does after local training: "
+        + ", ".join(f"{name} ({a.summary})" for name, a in ALGORITHMS.items()) + ".",
     )
     compare: list[str] = option(
         default_factory=lambda: ["fedavg"],
@@ -200,9 +203,9 @@ class RunConfig:
     )
 
     def validate(self) -> None:
-        known = ("fedavg", "fedcollm", "crosslm", "cotune")
+        require(self.algorithm in ALGORITHMS, "algorithm", f"one of {list(ALGORITHMS)}", self.algorithm)
         for name in self.compare:
-            require(name in known, "compare", f"algorithms among {list(known)}", self.compare)
+            require(name in ALGORITHMS, "compare", f"algorithms among {list(ALGORITHMS)}", self.compare)
 
 
 @dataclass

@@ -11,6 +11,8 @@ from datasets import Dataset
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from cotune.algorithms.crosslm.feedback import intended_label_probability
+from cotune.algorithms.crosslm.mixing import mix_in
 from cotune.config import CotuneConfig, dump_toml
 from cotune.data import build_splits
 from cotune.lm.adapted_lm import AdaptedLM
@@ -38,7 +40,7 @@ def _silo(cfg: CotuneConfig, context: Context) -> Silo:
         _LOADED.update(key=key, slm=AdaptedLM.load(cfg), splits=build_splits(cfg.data, cfg.clients.num_clients))
     partition_id = int(context.node_config["partition-id"])
     if partition_id not in _LOADED:
-        _LOADED[partition_id] = Silo(cfg, partition_id, _LOADED["slm"], _LOADED["splits"])
+        _LOADED[partition_id] = Silo(cfg, partition_id, _LOADED["slm"], _LOADED["splits"], mix_in=mix_in)
     return _LOADED[partition_id]
 
 
@@ -98,6 +100,9 @@ def score(msg: Message, context: Context) -> Message:
     texts, labels = samples_from_record(msg.content["samples"])
     if LOCAL_ADAPTER not in context.state:
         raise RuntimeError("asked to score before this silo trained in this run")
-    scores = silo.score(texts, labels, from_record(context.state[LOCAL_ADAPTER])) if texts else []
+    scores = []
+    if texts:
+        silo.slm.set_state(from_record(context.state[LOCAL_ADAPTER]))  # the SLM as trained here this round
+        scores = intended_label_probability(silo.slm, silo.task, texts, labels, cfg)
     metrics = MetricRecord({"partition-id": silo.partition_id, "scores": [float(s) for s in scores]})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)

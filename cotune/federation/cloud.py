@@ -12,9 +12,12 @@ import torch
 from datasets import Dataset
 from flwr.serverapp import Grid
 
+from cotune.algorithms.crosslm.feedback import label_agreement
+from cotune.algorithms.crosslm.generation import SampleFilters, generate_synthetic, round_sampling
 from cotune.algorithms.crosslm.step import CrossLMStep
 from cotune.algorithms.fedcollm.mutual import encode_public_split, mutual_distillation, split_public
 from cotune.config import CotuneConfig
+from cotune.config.algorithms import ALGORITHMS
 from cotune.data import TaskSplits
 from cotune.data.encoding import label_token_ids
 from cotune.lm.adapted_lm import AdaptedLM
@@ -23,12 +26,14 @@ from cotune.federation.outputs import RunOutputs
 from cotune.federation.queries import ask_scores
 from cotune.models import resolve_model
 from cotune.checkpoints import load_adapter_tensors
-from cotune.server_vllm.engine import GenerationEngine, Sampling, open_engine
-from cotune.server_vllm.synthetic import generate_synthetic
+from cotune.server_vllm.engine import GenerationEngine, open_engine
 
 log = logging.getLogger(__name__)
 State = dict[str, np.ndarray]
-USES_LLM = {"fedcollm", "crosslm", "cotune"}
+
+
+def llm_adapter_name(server_round: int) -> str:
+    return f"llm-r{server_round}"
 
 
 class CloudSide:
@@ -42,13 +47,22 @@ class CloudSide:
     ):
         """`engine`, if given, is shared with other runs of the same job and stays open after this one."""
         self.cfg, self.out, self.splits, self.slm, self.metrics = cfg, out, splits, slm, out.metrics
-        algorithm = cfg.run.algorithm
-        self.kd = algorithm in ("fedcollm", "cotune")
-        self.crosslm = algorithm in ("crosslm", "cotune")
-        self.llm = AdaptedLM.load(cfg, "llm") if algorithm in USES_LLM else None
+        algorithm = ALGORITHMS[cfg.run.algorithm]
+        self.kd, self.crosslm = algorithm.distills, algorithm.crosslm
+        self.llm = AdaptedLM.load(cfg, "llm") if algorithm.uses_llm else None
         self.synthetic = Dataset.from_dict({"text": [], "label": []})
         self.engine, self.owns_engine = engine, engine is None
         self.grid: Grid | None = None
+        self.crosslm_step: CrossLMStep | None = None
+        if self.crosslm:
+            self.crosslm_step = CrossLMStep(
+                cfg.crosslm,
+                self.llm,
+                generate=self._generate,
+                ask_scores=lambda texts, labels: ask_scores(self.grid, self.cfg, texts, labels),
+                batch_size=cfg.train.batch_size,
+                max_length=cfg.train.max_length,
+            )
 
     def llm_accuracy(self) -> float:
         return self.llm.accuracy(self.splits.task, self.splits.test, self.cfg)
@@ -88,25 +102,15 @@ class CloudSide:
         return self.slm.state()
 
     def _crosslm(self, server_round: int) -> None:
-        c = self.cfg.crosslm
         if self.engine is None:
             llm_dir = resolve_model(self.cfg.models.llm, self.cfg.models.cache_dir)
             with self.metrics.timed("engine_start", server_round):
                 self.engine = open_engine(self.cfg.server, llm_dir, self.out.logs)
-        adapter = self._publish_llm_adapter(server_round)
-        sampling = Sampling(n=c.samples_per_label, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_new_tokens)
-        step = CrossLMStep(
-            c,
-            self.llm,
-            generate=lambda r: generate_synthetic(self.engine, self.splits.task, sampling, adapter, round_index=r),
-            ask_scores=lambda texts, labels: ask_scores(self.grid, self.cfg, texts, labels),
-            batch_size=self.cfg.train.batch_size,
-            max_length=self.cfg.train.max_length,
-        )
+        self._publish_llm_adapter(server_round)
         # In-process sampling (HF engine) and the LLM step's dropout draw from torch's RNG: seeded per round, so a
         # resumed round replays exactly. vLLM samples in its own process, seeded once per server start.
         torch.manual_seed(self.cfg.server.seed + server_round)
-        outcome = step(server_round)
+        outcome = self.crosslm_step(server_round)
         self.synthetic = outcome.synthetic
         for phase in ("generate", "score", "llm_update"):
             if f"seconds_{phase}" in outcome.metrics:
@@ -119,20 +123,24 @@ class CloudSide:
         """Do the kept samples carry the label they claim? The updated LLM's and the global SLM's agreement."""
         if len(kept) == 0:
             return {}
-        labels = np.asarray(kept["label"])
         return {
-            f"{name}_agrees_with_label": float((lm.label_probabilities(self.splits.task, kept["text"], self.cfg)
-                                                 .argmax(1) == labels).mean())
+            f"{name}_agrees_with_label": label_agreement(lm, self.splits.task, kept, self.cfg)
             for name, lm in (("llm", self.llm), ("slm", self.slm))
         }
 
-    def _publish_llm_adapter(self, server_round: int) -> str:
+    def _generate(self, server_round: int) -> Dataset:
+        """CrossLM's generation through the round's LLM adapter, published by `_publish_llm_adapter`."""
+        c = self.cfg.crosslm
+        return generate_synthetic(
+            self.engine, self.splits.task, round_sampling(c), SampleFilters.of(c), llm_adapter_name(server_round),
+            round_index=server_round,
+        )
+
+    def _publish_llm_adapter(self, server_round: int) -> None:
         """The LLM adapter as a PEFT folder the engine loads live (no restart), named by round."""
-        name = f"llm-r{server_round}"
         folder = self.out.llm_adapters / f"round_{server_round:03d}"
         self.llm.model.save_pretrained(folder)
-        self.engine.load_adapter(name, folder)
-        return name
+        self.engine.load_adapter(llm_adapter_name(server_round), folder)
 
     def save(self, folder: Path) -> None:
         if self.llm is not None:

@@ -1,4 +1,4 @@
-"""Adapter training loop shared by silos (SLM) and the server (LLM updates): answer-only loss, AdamW.
+"""Adapter training loop shared by silos (SLM) and the server (LLM updates): answer-only loss by default, AdamW.
 
 A plain loop rather than transformers.Trainer: a federated round is a handful of steps on a model that stays
 in memory between rounds, and the loss needs only the answer positions' logits.
@@ -6,7 +6,7 @@ in memory between rounds, and the loss needs only the answer positions' logits.
 
 import ctypes
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 
@@ -30,6 +30,9 @@ class TrainResult:
     reused: bool = False  # read back from a job's reuse folder, not trained in this call
 
 
+LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]  # (model, batch) -> scalar loss
+
+
 def answer_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits that predict the answer tokens, and those tokens: (B, A, V) and (B, A)."""
     span = answer_span(batch["labels"])
@@ -40,17 +43,18 @@ def answer_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tup
     return logits[:, -span - 1 : -1], batch["labels"][:, -span:]
 
 
-def answer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean token cross-entropy over answer tokens; an optional per-example `weight` scales each example's share
-    (CrossLM's reward-weighted likelihood)."""
-    logits, targets = answer_logits(model, batch)
+def example_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each example's mean token cross-entropy over its answer tokens: (B, A, V) logits, (B, A) targets -> (B,).
+
+    Per example first, so that a long answer weighs no more than a short one in whatever combines them."""
     token_loss = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
     mask = (targets != IGNORE).float()
-    per_example = (token_loss * mask).sum(1) / mask.sum(1).clamp(min=1)
-    weight = batch.get("weight")
-    if weight is None:
-        return per_example.mean()
-    return (per_example * weight.to(per_example)).sum() / weight.abs().sum().clamp(min=1e-8)
+    return (token_loss * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def answer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The default `LossFn`: answer-token cross-entropy, each example's mean, averaged over the batch."""
+    return example_losses(*answer_logits(model, batch)).mean()
 
 
 def sample_batches(
@@ -67,17 +71,14 @@ def sample_batches(
     rng = np.random.default_rng(seed)
     if len(dataset) == 0:
         raise ValueError("cannot train on an empty dataset")
-    columns = [*TOKEN_COLUMNS, *(["weight"] if "weight" in dataset.column_names else [])]
-    encoded = pretokenize(tokenizer, task, dataset, max_length).select_columns(columns).with_format("python")
+    encoded = pretokenize(tokenizer, task, dataset, max_length).select_columns(list(TOKEN_COLUMNS))
+    encoded = encoded.with_format("python")
     pad = pad_id(tokenizer)
     while True:
         order = rng.permutation(len(encoded))
         for start in range(0, len(order), batch_size):
             rows = encoded[order[start : start + batch_size]]
-            batch = collate(rows["input_ids"], rows["labels"], pad)
-            if "weight" in rows:
-                batch["weight"] = torch.tensor(rows["weight"], dtype=torch.float32)
-            yield batch
+            yield collate(rows["input_ids"], rows["labels"], pad)
 
 
 def steps_for(num_examples: int, steps: int, epochs: float, batch_size: int, grad_accum: int) -> int:
@@ -114,8 +115,10 @@ def train_steps(
     progress: bool = False,
     desc: str = "train",
     release_freed_memory: bool = False,
+    loss_fn: LossFn = answer_loss,
 ) -> TrainResult:
-    """Run `steps` AdamW steps on the trainable parameters; the optimizer lives only for this call (a round).
+    """Run `steps` AdamW steps of `loss_fn` on the trainable parameters; the optimizer lives only for this call (a
+    round). An algorithm with its own objective passes it as `loss_fn` (CrossLM: its reward-weighted likelihood).
 
     `release_freed_memory` pins glibc's mmap threshold (see `return_freed_tensors_to_os`): lower peak RSS, slower
     steps (measured in `benchmarks/client_training.py`)."""
@@ -137,7 +140,7 @@ def train_steps(
         step_loss = 0.0
         for _ in range(grad_accum):
             batch = {k: v.to(device) for k, v in next(iterator).items()}
-            loss = answer_loss(model, batch) / grad_accum
+            loss = loss_fn(model, batch) / grad_accum
             loss.backward()
             step_loss += loss.item()
             seen += batch["input_ids"].shape[0]

@@ -14,9 +14,9 @@ import tomllib
 from pathlib import Path
 
 from cotune.config import CotuneConfig, from_dict
+from cotune.config.algorithms import ALGORITHMS
 from cotune.data import build_splits
 from cotune.export.checks import check_exportable
-from cotune.federation.cloud import USES_LLM
 from cotune.metrics_log import MetricsLog
 from cotune.models import resolve_model
 from cotune.openmp import REASON_ENV
@@ -28,7 +28,6 @@ from cotune.run.simulation import simulate
 from cotune.server_vllm.engine import BackgroundEngine, open_engine
 
 log = logging.getLogger(__name__)
-GENERATES = ("crosslm", "cotune")
 
 
 def resume_config(run_dir: Path) -> CotuneConfig:
@@ -47,7 +46,7 @@ def _shared_engine(cfg: CotuneConfig, algorithms: list[str], run_dir: Path, metr
     """One generation engine for every run of the job that generates, started now (vLLM: in the background,
     beside the first round's silo training): its start is paid once, and its seconds land in the phase timing."""
     pending = [a for a in algorithms if not finished(_folder(cfg, run_dir, a))]
-    if not any(a in GENERATES for a in pending):
+    if not any(ALGORITHMS[a].crosslm for a in pending):
         yield None
         return
     llm_dir = resolve_model(cfg.models.llm, cfg.models.cache_dir)
@@ -139,7 +138,7 @@ def run_job(cfg: CotuneConfig, run_dir: Path | None = None) -> Path:
         splits = build_splits(cfg.data, cfg.clients.num_clients)
         with metrics.timed("local_only", scope="job"):
             baselines = local_only(cfg, splits, run_dir)
-        if cfg.run.algorithm in USES_LLM:
+        if ALGORITHMS[cfg.run.algorithm].uses_llm:
             with metrics.timed("llm_public_only", scope="job"):
                 llm_baseline = llm_public_only(cfg, splits, run_dir)
     compared = {}

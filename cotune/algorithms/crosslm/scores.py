@@ -1,6 +1,8 @@
 """CrossLM's server-side arithmetic: validate silos' score vectors, combine them, and turn them into rewards.
 
-Only these numbers come back from the silos: one score in [0, 1] per synthetic sample, per silo.
+CrossLM (arXiv:2312.05842), method, step 3: the server combines the SLMs' feedback into one reward per sample
+and keeps the samples they accept. Only these numbers come back from the silos: one score in [0, 1] per
+synthetic sample, per silo (`feedback.intended_label_probability`).
 """
 
 import logging

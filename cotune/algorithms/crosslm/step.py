@@ -1,23 +1,23 @@
 """One CrossLM round on the server: generate, collect silo scores, reward the LLM, keep the best samples.
 
-Engine- and transport-agnostic: generation comes in as a callable returning a Dataset (text, label, prompt
-columns, as `cotune.server_vllm.synthetic` produces), scores come from `ask_scores` (Flower query messages).
+CrossLM (arXiv:2312.05842), method, steps 1-4 in order, after FedAvg of the silos' SLM adapters; what it keeps
+is step 5's data next round. Engine- and transport-agnostic: generation comes in as a callable returning a Dataset
+(text, label, prompt columns, as `generation.generate_synthetic` produces), scores come from `ask_scores` (Flower
+query messages, `cotune.federation.queries`). Built once per run; each call is one round.
 """
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from datasets import Dataset
 
-from cotune.config.crosslm import CrossLMConfig
+from cotune.algorithms.crosslm.reward import reward_update
 from cotune.algorithms.crosslm.scores import combine_scores, score_problem, select_best, to_rewards
-from cotune.data.encoding import encode_batch
+from cotune.config.crosslm import CrossLMConfig
 from cotune.lm.adapted_lm import AdaptedLM
-from cotune.lm.trainer import train_steps
 
 log = logging.getLogger(__name__)
 AskScores = Callable[[list[str], list[int]], dict[int, list[float]]]
@@ -31,22 +31,6 @@ class CrossLMOutcome:
 
 def _empty() -> Dataset:
     return Dataset.from_dict({"text": [], "label": []})
-
-
-def reward_batches(
-    llm: AdaptedLM, samples: Dataset, weights: np.ndarray, batch_size: int, max_length: int, seed: int
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless shuffled batches of (generation prompt -> generated text) with their reward weights."""
-    keep = np.flatnonzero(weights > 0)
-    rng = np.random.default_rng(seed)
-    while True:
-        order = rng.permutation(keep)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            rows = samples.select(idx)
-            batch = encode_batch(llm.tokenizer, rows["prompt"], [" " + t for t in rows["text"]], max_length)
-            batch["weight"] = torch.tensor(weights[idx], dtype=torch.float32)
-            yield batch
 
 
 class CrossLMStep:
@@ -63,6 +47,7 @@ class CrossLMStep:
         self.batch_size, self.max_length = batch_size, max_length
 
     def __call__(self, server_round: int) -> CrossLMOutcome:
+        """Round `server_round`: a skipped step (no usable sample or score) keeps no sample and leaves the LLM."""
         start = time.perf_counter()
         samples = self.generate(server_round)
         metrics: dict = {"generated": len(samples), "seconds_generate": round(time.perf_counter() - start, 3)}
@@ -94,9 +79,11 @@ class CrossLMStep:
             label_agreement=float((rewards.consensus > 0.5).mean()),
         )
         if self.cfg.llm_steps and rewards.weights.sum() > 0:
-            batches = reward_batches(self.llm, samples, rewards.weights, self.batch_size, self.max_length, server_round)
             start = time.perf_counter()
-            result = train_steps(self.llm.model, batches, self.cfg.llm_steps, self.cfg.llm_lr, desc="llm reward update")
+            result = reward_update(
+                self.llm, samples, rewards.weights, self.cfg.llm_steps, self.cfg.llm_lr, self.batch_size,
+                self.max_length, seed=server_round,
+            )
             metrics.update(llm_reward_loss=result.mean_loss, seconds_llm_update=round(time.perf_counter() - start, 3))
         best = select_best(rewards, self.cfg.max_synthetic)
         metrics["kept"] = int(len(best))

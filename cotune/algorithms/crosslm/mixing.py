@@ -1,4 +1,9 @@
-"""Mix a small shared set (CrossLM's accepted synthetic samples) into a silo's private training data."""
+"""CrossLM's SLM update: the server's kept synthetic samples join each silo's private training data.
+
+CrossLM (arXiv:2312.05842), method, step 5: the SLMs are enhanced with the LLM's generated data. The silo
+(`cotune.edge_client.silo.Silo`) is handed `mix_in` by the Flower client, so it trains on the mix without
+knowing which algorithm supplied the samples.
+"""
 
 import numpy as np
 from datasets import Dataset, concatenate_datasets

@@ -1,4 +1,8 @@
-"""Label-conditioned synthetic examples from the LLM (CrossLM), cleaned, filtered and deduplicated.
+"""CrossLM's data generation: the LLM writes label-conditioned synthetic examples, cleaned, filtered and deduplicated.
+
+CrossLM (arXiv:2312.05842), method, step 1: the LLM generates task-specific data for the silos' SLMs to judge.
+The engine is generic (`cotune.server_vllm.engine`); what is asked of it, and what of its answer is kept, is
+CrossLM's and lives here.
 
 Each label gets the task's generation prompt ("Write a short {label_word} movie review:"), sampled `n` times.
 Samples are cut at the first blank line (the model tends to start a second example there), then dropped when
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 
 from datasets import Dataset, Features, Value
 
+from cotune.config.crosslm import CrossLMConfig
 from cotune.data.tasks import ClassificationTask
 from cotune.server_vllm.engine import GenerationEngine, Sampling
 
@@ -34,12 +39,25 @@ _NOT_WORD = re.compile(r"[^\w]+")
 
 @dataclass(frozen=True)
 class SampleFilters:
-    min_words: int = 4
+    """Length bounds of a kept sample, in words (`crosslm.min_words`, `crosslm.max_words`)."""
+
+    min_words: int
     max_words: int = 0  # 0: no limit beyond the sampling's max_tokens
 
     def __post_init__(self) -> None:
         if self.min_words < 1 or self.max_words < 0 or (self.max_words and self.max_words < self.min_words):
             raise ValueError(f"sample filters need 1 <= min_words <= max_words (or max_words 0), got {self}")
+
+    @classmethod
+    def of(cls, cfg: CrossLMConfig) -> "SampleFilters":
+        return cls(cfg.min_words, cfg.max_words)
+
+
+def round_sampling(cfg: CrossLMConfig) -> Sampling:
+    """The engine request of a round: `samples_per_label` draws per label prompt."""
+    return Sampling(
+        n=cfg.samples_per_label, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens
+    )
 
 
 def clean_sample(text: str) -> str:
@@ -66,10 +84,10 @@ def generate_synthetic(
     engine: GenerationEngine,
     task: ClassificationTask,
     sampling: Sampling,
+    filters: SampleFilters,
     adapter: str | None = None,
     adapter_version: str = "",
     round_index: int = 0,
-    filters: SampleFilters = SampleFilters(),
 ) -> Dataset:
     """`sampling.n` samples per label of `task` (fewer after filtering); columns as in FEATURES.
 
