@@ -45,7 +45,8 @@ def load_generalization_file(cfg: DataConfig) -> list[str]:
     path = Path(cfg.generalization_path).expanduser()
     builder = TEXT_BUILDERS.get(path.suffix.lower())
     if builder is None:
-        raise ValueError(f"data.generalization_path {path}: expected one of {sorted(TEXT_BUILDERS)}, got '{path.suffix}'")
+        expected = sorted(TEXT_BUILDERS)
+        raise ValueError(f"data.generalization_path {path}: expected one of {expected}, got '{path.suffix}'")
     column = "text" if builder == "text" else cfg.text_field
     raw = load_dataset(builder, data_files=str(path), split="train")
     if column not in raw.column_names:
