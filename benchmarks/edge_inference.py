@@ -310,7 +310,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
     from transformers import AutoTokenizer
 
     from cotune.config import load_config
-    from cotune.data import build_splits, load_plot_summaries
+    from cotune.data import build_splits, generalization_texts
     from cotune.data.encoding import label_token_ids
     from cotune.models import resolve_model
 
@@ -318,10 +318,12 @@ def run_benchmark(args: argparse.Namespace) -> None:
     load_before = os.getloadavg()
     base = resolve_model(SLM, args.cache_dir)
     adapters, adapter_source = pick_adapters(args.adapter, args.cache_dir, args.train_steps, args.adapters)
-    cfg = load_config(None, [f"models.slm={SLM}", f"data.test_size={args.test_size}"])
+    cfg = load_config(
+        None, [f"models.slm={SLM}", f"data.test_size={args.test_size}", f"data.generalization_texts={args.ppl_texts}"]
+    )
     splits = build_splits(cfg.data, cfg.clients.num_clients)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    scoring = {"test_labels": list(splits.test["label"]), "ppl_texts": load_plot_summaries()[: args.ppl_texts]}
+    scoring = {"test_labels": list(splits.test["label"]), "ppl_texts": generalization_texts(cfg.data, splits)}
     prompts = [splits.task.prompt(t) for t in splits.test["text"]]
     ctx = {
         "base": str(base), "cache_dir": args.cache_dir, "task": splits.task, "max_length": cfg.train.max_length,

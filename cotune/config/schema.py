@@ -82,6 +82,20 @@ class DataConfig:
     public_size: int = option(600, help="Server-side public examples, disjoint from every client's data.")
     client_val_fraction: float = option(0.02, help="Share of each client's partition kept for its local evaluation.")
     max_client_examples: int = option(0, help="Cap on each client's training examples; 0 keeps all.")
+    min_client_examples: int = option(
+        10, help="Fewest examples a silo's partition may hold; the Dirichlet split redraws until each silo has them."
+    )
+    generalization_texts: int = option(
+        50,
+        help="Texts the server LLM's perplexity is measured on before and after co-tuning, so its drift off the "
+        "task shows: the first ones of data.generalization_path, else the builtin task's own text of another "
+        "register (rotten-tomatoes: plot summaries), else (task = 'file') a seeded sample of the test rows.",
+    )
+    generalization_path: str = option(
+        "",
+        help="Your text for that perplexity: .txt (one text a line) or .jsonl/.json/.csv/.parquet (column "
+        "data.text_field); empty: the task's own (see data.generalization_texts).",
+    )
     seed: int = option(0, help="Seed of the shuffles and the partition; same seed, same splits.")
 
     def validate(self) -> None:
@@ -99,6 +113,11 @@ class DataConfig:
         require(self.public_size >= 0, "public_size", "an integer >= 0", self.public_size)
         require(0 <= self.client_val_fraction < 1, "client_val_fraction", "a fraction in [0, 1)", self.client_val_fraction)
         require(self.max_client_examples >= 0, "max_client_examples", "an integer >= 0", self.max_client_examples)
+        require(self.min_client_examples >= 1, "min_client_examples", "an integer >= 1", self.min_client_examples)
+        require(self.generalization_texts >= 1, "generalization_texts", "an integer >= 1", self.generalization_texts)
+        if self.generalization_path:
+            path = Path(self.generalization_path).expanduser()
+            require(path.is_file(), "generalization_path", "an existing file", self.generalization_path)
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-MIN_CLIENT_EXAMPLES = 10
+from cotune.config.schema import DataConfig
+
 MAX_DIRICHLET_DRAWS = 100
 
 
@@ -11,9 +12,11 @@ def iid_partition(num_examples: int, num_clients: int, seed: int) -> list[np.nda
     return [np.sort(part) for part in np.array_split(order, num_clients)]
 
 
-def dirichlet_partition(labels: np.ndarray, num_clients: int, alpha: float, seed: int) -> list[np.ndarray]:
+def dirichlet_partition(
+    labels: np.ndarray, num_clients: int, alpha: float, seed: int, min_examples: int = DataConfig.min_client_examples
+) -> list[np.ndarray]:
     """Per class, split its examples over clients by proportions ~ Dir(alpha); redraw until each client has
-    MIN_CLIENT_EXAMPLES, as in Hsu et al. (2019). Smaller alpha: each client sees mostly one label."""
+    `min_examples`, as in Hsu et al. (2019). Smaller alpha: each client sees mostly one label."""
     if alpha <= 0:
         raise ValueError(f"dirichlet alpha must be > 0, got {alpha}")
     rng = np.random.default_rng(seed)
@@ -26,9 +29,9 @@ def dirichlet_partition(labels: np.ndarray, num_clients: int, alpha: float, seed
             cuts = (np.cumsum(shares)[:-1] * len(members)).astype(int)
             for client, chunk in enumerate(np.split(members, cuts)):
                 parts[client].extend(chunk.tolist())
-        if min(len(p) for p in parts) >= MIN_CLIENT_EXAMPLES:
+        if min(len(p) for p in parts) >= min_examples:
             return [np.sort(np.array(p, dtype=np.int64)) for p in parts]
     raise ValueError(
-        f"could not give each of {num_clients} clients {MIN_CLIENT_EXAMPLES} examples with alpha={alpha} "
+        f"could not give each of {num_clients} clients {min_examples} examples with alpha={alpha} "
         f"from {len(labels)} examples; raise alpha or lower the client count"
     )

@@ -16,6 +16,16 @@ TASK = ClassificationTask(
     template="Review: {text}\nSentiment (positive or negative):",
     generation_template="Write a one-sentence {label_word} {item}:\n",
     item="movie review",
+    examples=(
+        "A warm, funny and sharply written comedy.",
+        "The plot collapses under its own weight long before the end.",
+        "Beautifully shot, but the characters never come alive.",
+        "An instant classic that I will watch again and again.",
+        "Two hours of my life I will never get back.",
+        "The lead actress gives the performance of her career.",
+        "Dull, predictable and far too long.",
+        "A clever thriller with a twist nobody will see coming.",
+    ),
 )
 
 

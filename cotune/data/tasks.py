@@ -11,6 +11,7 @@ class ClassificationTask:
     template: str
     generation_template: str = "Write a short {label_word} {item}:\n"
     item: str = "text"
+    examples: tuple[str, ...] = ()  # inputs like the task's, for where a prompt is needed without the data (parity)
 
     def __post_init__(self) -> None:
         if len(self.labels) != len(self.label_words) or len(self.labels) < 2:
@@ -20,6 +21,9 @@ class ClassificationTask:
 
     def prompt(self, text: str) -> str:
         return self.template.format(text=text.strip(), choices=" or ".join(self.label_words))
+
+    def example_prompts(self) -> tuple[str, ...]:
+        return tuple(self.prompt(text) for text in self.examples)
 
     def answer(self, label: int) -> str:
         """The target continuation; the leading space makes it one natural word token after the colon."""

@@ -8,6 +8,7 @@ from cotune.config.schema import DataConfig
 from cotune.data.tasks import ClassificationTask
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+TEXT_BUILDERS = {**BUILDERS, ".txt": "text"}  # datasets' text builder: one row a line, in column 'text'
 DEFAULT_TEMPLATE = "Text: {text}\nAnswer ({choices}):"
 
 
@@ -37,3 +38,20 @@ def load_user_file(cfg: DataConfig) -> Dataset:
         {"text": [str(t) for t in raw[cfg.text_field]], "label": [index[str(v)] for v in raw[cfg.label_field]]},
         features=features,
     )
+
+
+def load_generalization_file(cfg: DataConfig) -> list[str]:
+    """The non-empty texts of `data.generalization_path`, in file order; an unusable file fails by name."""
+    path = Path(cfg.generalization_path).expanduser()
+    builder = TEXT_BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        expected = sorted(TEXT_BUILDERS)
+        raise ValueError(f"data.generalization_path {path}: expected one of {expected}, got '{path.suffix}'")
+    column = "text" if builder == "text" else cfg.text_field
+    raw = load_dataset(builder, data_files=str(path), split="train")
+    if column not in raw.column_names:
+        raise ValueError(f"data.generalization_path {path} has no column '{column}' (columns: {raw.column_names})")
+    texts = [str(t).strip() for t in raw[column] if t is not None and str(t).strip()]
+    if not texts:
+        raise ValueError(f"data.generalization_path {path} holds no text")
+    return texts

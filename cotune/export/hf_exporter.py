@@ -1,9 +1,10 @@
 """Export through transformers' own exporter (torch.onnx dynamo) for architectures the model builder lacks.
 
 One graph serves prefill and decode: the decode step is captured from a real `generate()` with two steps merged
-(`multi_token_decode`), so its query length stays dynamic, and an empty (length-0) cache makes it a prefill.
-Batch is fixed at 1 and there is no attention_mask input (what the exporter produces): the device runtime
-decodes one sequence at a time. Cache tensors are `input.past_key_values.*` -> `output.past_key_values.*`.
+(`multi_token_decode`), so its query length stays dynamic, and an empty (length-0) cache makes it a prefill;
+`sample`, the text it is traced on, is the pipeline's first parity prompt. Batch is fixed at 1 and there is no
+attention_mask input (what the exporter produces): the device runtime decodes one sequence at a time. Cache
+tensors are `input.past_key_values.*` -> `output.past_key_values.*`.
 """
 
 import json
@@ -11,10 +12,8 @@ from pathlib import Path
 
 from cotune.edge_runtime.layout import EDGE_CONFIG
 
-SAMPLE_TEXT = "Review: an exported model keeps its cache.\nSentiment (positive or negative):"
 
-
-def export_decoder(merged: Path, out: Path) -> None:
+def export_decoder(merged: Path, out: Path, sample: str) -> None:
     import copy
 
     import torch
@@ -24,11 +23,11 @@ def export_decoder(merged: Path, out: Path) -> None:
 
     model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(merged)
-    sample = tokenizer(SAMPLE_TEXT, return_tensors="pt", add_special_tokens=False)
+    inputs = tokenizer(sample, return_tensors="pt", add_special_tokens=False)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model.generation_config.pad_token_id = pad
     decode_model, decode_inputs = decompose_prefill_decode(
-        model, {"input_ids": sample.input_ids, "attention_mask": sample.attention_mask}, multi_token_decode=True
+        model, {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask}, multi_token_decode=True
     )["decode"]
     cache = decode_inputs["past_key_values"]
     keys = [layer.keys for layer in cache.layers]

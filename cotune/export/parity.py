@@ -12,6 +12,7 @@ at the cost of one forward instead of 64 incremental ones.
 - max_abs_logit_diff: largest |logit difference| over every position of prompt + continuation.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,6 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from cotune.edge_runtime import EdgeModel
-from cotune.export.prompts import PARITY_PROMPTS
 
 
 @torch.no_grad()
@@ -27,19 +27,17 @@ def measure_parity(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     edge_dir: Path,
-    prompts: int,
+    prompts: Sequence[str],
     tokens: int,
 ) -> dict:
-    """Compare `model` (PyTorch, fp32 merged) with the export in `edge_dir` on the first `prompts` prompts."""
-    if prompts == 0:
+    """Compare `model` (PyTorch, fp32 merged) with the export in `edge_dir` on `prompts`."""
+    if not prompts:
         return {"prompts": 0}
-    if prompts > len(PARITY_PROMPTS):
-        raise ValueError(f"at most {len(PARITY_PROMPTS)} parity prompts are built in, {prompts} asked")
     edge = EdgeModel(edge_dir)
     eos = edge.layout.eos_token_ids
     agree = steps = exact = 0
     max_diff = 0.0
-    for prompt in PARITY_PROMPTS[:prompts]:
+    for prompt in prompts:
         ids = tokenizer(prompt, add_special_tokens=False).input_ids
         got = list(edge.stream_tokens(ids, tokens))
         sequence = ids + got
@@ -51,7 +49,7 @@ def measure_parity(
         agree, steps, exact = agree + sum(matches), steps + len(matches), exact + all(matches)
         max_diff = max(max_diff, float(np.abs(edge.sequence_logits(sequence) - reference).max()))
     return {
-        "prompts": prompts,
+        "prompts": len(prompts),
         "tokens_per_prompt": tokens,
         "greedy_token_agreement": agree / max(steps, 1),
         "prompts_all_tokens_equal": exact,

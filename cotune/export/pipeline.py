@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from cotune.config.export import ExportConfig
+from cotune.config.schema import ModelsConfig, TrainConfig
 from cotune.data.tasks import ClassificationTask
 from cotune.edge_runtime.layout import MANIFEST
 from cotune.export.folder import copy_runtime_files, file_sizes, model_bytes, move_into_place, staging_folder
@@ -28,7 +30,7 @@ from cotune.export.inputs import (
     ExportInputError, PromptAdapterInfo, check_any_adapter, check_base, check_output, check_precision,
 )  # fmt: skip
 from cotune.export.logfile import output_to
-from cotune.export.prompts import PARITY_PROMPTS
+from cotune.export.prompts import parity_prompts_for
 
 log = logging.getLogger(__name__)
 EXPORT_LOG = "export.log"
@@ -49,24 +51,26 @@ def export_edge_model(
     base: str | Path,
     adapter: str | Path | None,
     out: Path,
-    precision: str = "int4",
-    parity_prompts: int = 20,
-    parity_tokens: int = 64,
-    cache_dir: str = "",
+    precision: str = ExportConfig.precision,
+    parity_prompts: int = ExportConfig.parity_prompts,
+    parity_tokens: int = ExportConfig.parity_tokens,
+    cache_dir: str = ModelsConfig.cache_dir,
     task: ClassificationTask | None = None,
-    max_length: int = 128,
-    adapter_mode: str = "merged",
+    max_length: int = TrainConfig.max_length,
+    adapter_mode: str = ExportConfig.adapter_mode,
 ) -> ExportResult:
     """Export `base` (a model spec or HF folder) with `adapter` to `out` at `precision`; `task` (with the token
-    limit prompts are cut to) goes into the manifest as the folder's task card."""
+    limit prompts are cut to) goes into the manifest as the folder's task card, and its example prompts lead the
+    parity prompts."""
     from cotune.models import resolve_model
 
     check_precision(precision)
     if adapter_mode not in ADAPTER_MODES:
         raise ExportInputError(f"adapter mode {adapter_mode!r} is not supported: expected one of {', '.join(ADAPTER_MODES)}")
-    if not 0 <= parity_prompts <= len(PARITY_PROMPTS) or parity_tokens < 1:
+    prompts = parity_prompts_for(task)
+    if not 0 <= parity_prompts <= len(prompts) or parity_tokens < 1:
         raise ExportInputError(
-            f"parity: need 0..{len(PARITY_PROMPTS)} prompts and >= 1 token, got {parity_prompts} / {parity_tokens}"
+            f"parity: need 0..{len(prompts)} prompts and >= 1 token, got {parity_prompts} / {parity_tokens}"
         )
     out = Path(out).expanduser().resolve()
     check_output(out)
@@ -86,7 +90,8 @@ def export_edge_model(
         work.mkdir()
         with output_to(built / EXPORT_LOG):  # exporters' progress bars and warnings
             model, parity, extra = _build(
-                base_info, adapter_info, built, work, precision, parity_prompts, parity_tokens, mode, task, max_length
+                base_info, adapter_info, built, work, precision, prompts, parity_prompts, parity_tokens, mode, task,
+                max_length,
             )
         manifest = {
             "format": "cotune-edge/1",
@@ -133,10 +138,11 @@ def _adapter_entry(info, mode: str) -> dict | None:
 
 
 def _build(
-    base_info, adapter_info, built: Path, work: Path, precision: str, parity_prompts: int, parity_tokens: int,
-    mode: str, task: ClassificationTask | None, max_length: int,
+    base_info, adapter_info, built: Path, work: Path, precision: str, prompts: tuple[str, ...], parity_prompts: int,
+    parity_tokens: int, mode: str, task: ClassificationTask | None, max_length: int,
 ):  # fmt: skip
-    """Export into `built`; returns the PyTorch reference model, the parity figures and extra manifest keys."""
+    """Export into `built`; returns the PyTorch reference model, the parity figures and extra manifest keys.
+    The first of `prompts` also serves as the transformers exporter's trace input."""
     from transformers import AutoTokenizer
 
     from cotune.export.genai_builder import export_with_builder
@@ -157,10 +163,10 @@ def _build(
     if base_info.exporter == "builder":
         export_with_builder(merged, built, precision, work)
     elif precision == "fp32":
-        export_decoder(merged, built)
+        export_decoder(merged, built, prompts[0])
     else:
         fp32 = work / "fp32"
-        export_decoder(merged, fp32)
+        export_decoder(merged, fp32, prompts[0])
         quantize = quantize_int8_dynamic if precision == "int8" else quantize_int4_weights
         quantize(fp32 / "model.onnx", built / "model.onnx")
         copy_runtime_files(fp32, built)
@@ -186,7 +192,7 @@ def _build(
         reference = PromptTunedReference(model, adapter_path)
         extra["prompt_prefix"] = {"file": "prompt_prefix.npz", "virtual_tokens": write_prompt_prefix(reference, built)}
     (built / MANIFEST).write_text(json.dumps(extra))  # the runtime reads the default adapter from it for parity
-    return model, measure_parity(reference, tokenizer, built, parity_prompts, parity_tokens), extra
+    return model, measure_parity(reference, tokenizer, built, prompts[:parity_prompts], parity_tokens), extra
 
 
 def _exporter_name(exporter: str, precision: str) -> str:

@@ -1,14 +1,9 @@
-"""Built-in parity prompts: task-like reviews first, then general text, so any SLM gets varied continuations."""
+"""Parity prompts: the task's own first (what the device will see), then general text, so any SLM gets varied
+continuations; with no task, the general text alone."""
 
-PARITY_PROMPTS = (
-    "Review: A warm, funny and sharply written comedy.\nSentiment (positive or negative):",
-    "Review: The plot collapses under its own weight long before the end.\nSentiment (positive or negative):",
-    "Review: Beautifully shot, but the characters never come alive.\nSentiment (positive or negative):",
-    "Review: An instant classic that I will watch again and again.\nSentiment (positive or negative):",
-    "Review: Two hours of my life I will never get back.\nSentiment (positive or negative):",
-    "Review: The lead actress gives the performance of her career.\nSentiment (positive or negative):",
-    "Review: Dull, predictable and far too long.\nSentiment (positive or negative):",
-    "Review: A clever thriller with a twist nobody will see coming.\nSentiment (positive or negative):",
+from cotune.data.tasks import ClassificationTask
+
+GENERAL_PROMPTS = (
     "The capital of France is",
     "Once upon a time, in a small village by the sea,",
     "def fibonacci(n):",
@@ -34,3 +29,7 @@ PARITY_PROMPTS = (
     "The old lighthouse keeper looked out at the storm and",
     "Summary of the movie: A young wizard discovers",
 )
+
+
+def parity_prompts_for(task: ClassificationTask | None) -> tuple[str, ...]:
+    return (task.example_prompts() if task is not None else ()) + GENERAL_PROMPTS

@@ -11,7 +11,7 @@ from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp import Grid
 
 from cotune.config import CotuneConfig
-from cotune.data import build_splits, load_plot_summaries
+from cotune.data import build_splits, generalization_texts
 from cotune.lm.adapted_lm import AdaptedLM
 from cotune.lm.evaluate import perplexity
 from cotune.export.runtime_adapter import write_beside
@@ -25,7 +25,6 @@ from cotune.metrics_log import MetricsLog
 from cotune.server_vllm.engine import GenerationEngine
 
 log = logging.getLogger(__name__)
-PPL_TEXTS = 50  # held-out plot summaries: another register than the reviews
 
 
 def reuse_memo(cfg: CotuneConfig) -> Memo | None:
@@ -50,13 +49,14 @@ def slm_test_accuracy(slm: AdaptedLM, splits, cfg: CotuneConfig, memo: Memo | No
 
 
 def log_llm(cloud: CloudSide, metrics: MetricsLog, server_round: int, stage: str) -> None:
-    """The LLM's task accuracy and its perplexity on other-domain text, so co-tuning's cost to it shows."""
+    """The LLM's task accuracy and its perplexity on text it is not tuned on (the task's generalization text), so
+    co-tuning's cost to it shows."""
     llm, cfg = cloud.llm, cloud.cfg
 
     def compute() -> dict:
-        texts = load_plot_summaries()[:PPL_TEXTS]
+        texts = generalization_texts(cfg.data, cloud.splits)
         ppl = perplexity(llm.model, llm.tokenizer, texts, cfg.train.eval_batch_size, cfg.train.max_length)
-        return {"test_accuracy": cloud.llm_accuracy(), "plot_ppl": ppl}
+        return {"test_accuracy": cloud.llm_accuracy(), "generalization_ppl": ppl}
 
     memo = reuse_memo(cfg)
     with metrics.timed("central_eval_llm", server_round, stage=stage):

@@ -110,7 +110,7 @@ def summarize(run_dir: Path, algorithm: str, local_only: dict[str, float], wall_
     llm = {r["stage"]: r for r in _by_kind(rows, "llm")}
     if llm:
         summary["llm_accuracy"] = {stage: r["test_accuracy"] for stage, r in llm.items()}
-        ppl = {("before" if stage == "zero_shot" else stage): r["plot_ppl"] for stage, r in llm.items()}
+        ppl = {("before" if stage == "zero_shot" else stage): r["generalization_ppl"] for stage, r in llm.items()}
         summary["llm_generalization_ppl"] = ppl
     trained = [r for r in rows if r["kind"] == "client_train" and "rejected" not in r and not r.get("reused")]
     steps = sum(int(r.get("train_steps", 0)) for r in trained)
