@@ -11,9 +11,9 @@ import pytest
 import torch
 from flwr.app import Message, MetricRecord, RecordDict
 from peft import PeftModel
+from support.processes import kill_session
 
 from cotune.config import load_config
-from cotune.federation.deployment.processes import kill_session
 from cotune.lm.adapted_lm import AdaptedLM
 from cotune.federation.cloud import CloudSide
 from cotune.federation.records import SYNTHETIC_TEXTS
