@@ -27,7 +27,8 @@ def check_adapter(
 
 def _check(info: AdapterInfo, model_dir: Path, max_rank: int | None, lora_only: bool) -> AdapterInfo:
     if lora_only and info.peft_type != "LORA":
-        raise AdapterError(f"adapter {info.path} is {info.peft_type or 'of unknown type'}: vLLM serves LoRA adapters only")
+        kind = info.peft_type or "of unknown type"
+        raise AdapterError(f"adapter {info.path} is {kind}: vLLM serves LoRA adapters only")
     model_config = json.loads((model_dir / "config.json").read_text())
     if info.peft_type == "LORA":
         _check_lora_shapes(info, model_dir, model_config)
@@ -45,7 +46,9 @@ def _check(info: AdapterInfo, model_dir: Path, max_rank: int | None, lora_only: 
                 f"the served model {model_dir} has hidden size {hidden}: it was trained on another base model"
             )
         return info
-    raise AdapterError(f"adapter {info.path}: unsupported peft_type {info.peft_type!r} (expected LORA or PROMPT_TUNING)")
+    raise AdapterError(
+        f"adapter {info.path}: unsupported peft_type {info.peft_type!r} (expected LORA or PROMPT_TUNING)"
+    )
 
 
 def _check_lora_shapes(info: AdapterInfo, model_dir: Path, model_config: dict) -> None:
