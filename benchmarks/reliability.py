@@ -1,7 +1,8 @@
 """Reliability of the federation, on the tiny model, in Flower's simulation engine and its deployment engine:
 
-- malformed replies: the test matrix of hostile training replies (tests/test_validation_matrix.py, the same cases
-  the tests assert on) plus a norm outlier and malformed CrossLM score vectors, through the real checks;
+- malformed replies: the matrix of hostile training replies (tests/support/replies.py, the same cases
+  tests/test_validation_matrix.py asserts on) plus a norm outlier and malformed CrossLM score vectors, through the
+  real checks;
 - deployment: SuperLink, 3 SuperNodes and `flwr run` as real processes on 127.0.0.1, once with TLS (a fresh test
   CA) and SuperNode authentication, once without either; every process of the deployment is counted, a SuperNode
   with an unregistered key and one without a key must be refused, and in the TLS run silo 2 is SIGKILLed as its
@@ -50,6 +51,7 @@ import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # tests/support: the scripted silos, replies and processes the tests use
 RESULTS = Path(__file__).parent / "results" / "reliability.json"
 SMOKE = str(ROOT / "configs" / "smoke.toml")
 # One step per silo and small evaluation sets: the round's shape, not its learning, is measured.
@@ -133,10 +135,10 @@ class ProbingGrid:
 
 
 def count_leaks(cfg, payloads: list[bytes]) -> int:
+    from support.leaks import private_data_in
     from transformers import AutoTokenizer
 
     from cotune.data import build_splits
-    from cotune.federation.privacy import private_data_in
     from cotune.models import resolve_model
 
     splits = build_splits(cfg.data, cfg.clients.num_clients)
@@ -237,9 +239,9 @@ def simulate(spec: dict) -> dict:
 def malformed_replies() -> dict:
     """The hostile-reply matrix through AdapterFedAvg, one reply per round alone; a norm outlier among honest
     replies; malformed CrossLM score vectors through score_problem."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from flwr.supercore.task_identity import TaskIdentity
-    from test_validation_matrix import GLOBAL, MALFORMED, content, honest, reply, strategy
+    from support.replies import MALFORMED, content, reply, strategy
+    from support.silos import GLOBAL, honest
 
     from cotune.algorithms.crosslm.scores import score_problem
     from cotune.federation.records import to_record
@@ -295,7 +297,7 @@ def _digest(path: Path) -> str | None:
 
 def kill_and_resume(root: Path, rounds: int = 2) -> dict:
     """As tests/test_federation_sim.py::test_killed_run_resumes_to_the_identical_state, on RESUME settings."""
-    from cotune.federation.deployment.processes import kill_session
+    from support.processes import kill_session
 
     common = ["-c", SMOKE, *[a for o in RESUME for a in ("--set", o)], "--set", f"rounds.num_rounds={rounds}"]
     start = time.perf_counter()
@@ -336,7 +338,6 @@ def kill_and_resume(root: Path, rounds: int = 2) -> dict:
 
 def hostile_minority() -> dict:
     """The findings of issue 9 as measurements, through the strategy cotune's server builds."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from flwr.supercore.task_identity import TaskIdentity
     from support.silos import GLOBAL, ScriptedGrid, distance, honest, mean, scaled, train_content, train_reply
 
@@ -532,8 +533,9 @@ def _refused(deployment) -> bool:
 
 def deploy(root: Path, secure: bool, rounds: int, kill_round: int | None = None) -> dict:
     """One deployment of 3 silos on 127.0.0.1; `kill_round`: SIGKILL silo 2 as that round's training starts."""
+    from support.deployment import LocalDeployment
+
     from cotune.config import dump_toml, load_config
-    from cotune.federation.deployment.local import LocalDeployment
     from cotune.metrics_log import MetricsLog
 
     cfg = load_config(SMOKE, [*FAST, f"rounds.num_rounds={rounds}", "clients.min_clients=2",

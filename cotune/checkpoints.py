@@ -9,9 +9,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-from safetensors.numpy import load_file
-
 ROUND_DIR = "round_{:03d}"
 DONE = "round.json"
 
@@ -39,8 +36,3 @@ class Checkpoints:
         if not done:
             return None
         return int(json.loads((done[-1] / DONE).read_text())["round"]), done[-1]
-
-
-def load_adapter_tensors(folder: Path, subfolder: str = "") -> dict[str, np.ndarray]:
-    """Adapter tensors of a PEFT folder, keyed as peft's adapter state dict."""
-    return {k: v.astype(np.float32) for k, v in load_file(folder / subfolder / "adapter_model.safetensors").items()}

@@ -8,9 +8,10 @@ from pathlib import Path
 import psutil
 import pytest
 import tomli_w
+from support.deployment import LocalDeployment
+from support.processes import ManagedProcess
 
-from cotune.federation.deployment.local import LocalDeployment
-from cotune.federation.deployment.processes import ManagedProcess, marked_processes
+from cotune.federation.deployment.processes import marked_processes
 from cotune.metrics_log import MetricsLog
 
 SMOKE = Path("configs/smoke.toml").resolve()

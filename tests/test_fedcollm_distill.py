@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 from bitsandbytes.functional import dequantize_4bit
+from support.topk_loss import topk_distillation_loss
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from cotune.config.fedcollm import FedCoLLMConfig
 from cotune.algorithms.fedcollm.distill import batch_loss, distill, teacher_targets
-from cotune.algorithms.fedcollm.loss import topk_distillation_loss
 from cotune.algorithms.fedcollm.mutual import encode_public_split, mutual_distillation
 from cotune.config import load_config
 from cotune.data.encoding import IGNORE, encode_batch

@@ -4,8 +4,9 @@ import math
 
 import pytest
 import torch
+from support.topk_loss import topk_distillation_loss
 
-from cotune.algorithms.fedcollm.loss import teacher_topk, topk_distillation_loss
+from cotune.algorithms.fedcollm.loss import teacher_topk
 
 IGNORE = -100
 # One example, vocabulary 5, 4 positions; labels 3 and 1 at positions 2 and 3 -> predicted by logits at 1 and 2.

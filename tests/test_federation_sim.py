@@ -11,14 +11,15 @@ import pytest
 import torch
 from flwr.app import Message, MetricRecord, RecordDict
 from peft import PeftModel
+from support.processes import kill_session
 
 from cotune.config import load_config
-from cotune.federation.deployment.processes import kill_session
 from cotune.lm.adapted_lm import AdaptedLM
 from cotune.federation.cloud import CloudSide
 from cotune.federation.records import SYNTHETIC_TEXTS
 from cotune.quantization.loading import load_causal_lm
-from cotune.checkpoints import Checkpoints, load_adapter_tensors
+from cotune.checkpoints import Checkpoints
+from cotune.lm.adapter_folder import load_adapter_tensors
 from cotune.run.folder import outputs
 from cotune.run.job import run_job
 from cotune.metrics_log import MetricsLog

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flwr.app import Message, RecordDict
 from flwr.common.serde import message_to_proto
+from support.leaks import private_data_in
 from test_privacy_secagg import LocalGrid
 from transformers import AutoTokenizer
 
@@ -14,7 +15,6 @@ from cotune.data import build_splits
 from cotune.lm.adapted_lm import AdaptedLM
 from cotune.federation.client_app import LOCAL_ADAPTER, app
 from cotune.config.federation import FederationConfig
-from cotune.federation.privacy import private_data_in
 from cotune.federation.queries import ask_scores
 from cotune.federation.records import config_record, from_record, samples_record, to_record
 from cotune.federation.strategies.factory import build_strategy

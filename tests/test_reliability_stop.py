@@ -156,7 +156,7 @@ def test_sigterm_mid_round_leaves_no_process_and_resume_completes(tmp_path):
 
 def test_sigterm_on_cotune_server_stops_the_superlink_and_what_it_started(tmp_path):
     """`cotune server` (a SuperLink, which starts its SuperExec in a session of its own): SIGTERM leaves nothing."""
-    from cotune.federation.deployment.processes import free_port
+    from cotune.processes import free_port
 
     tag = uuid.uuid4().hex
     env = {**os.environ, "COTUNE_STOP_TEST": tag}

@@ -16,7 +16,7 @@ from cotune.models import resolve_model
 from cotune.config.server import ServerConfig
 from cotune.server_vllm.engine import Sampling, open_engine
 from cotune.server_vllm.errors import AdapterError, EngineError, PromptTooLongError
-from cotune.server_vllm.vllm_server import living
+from cotune.processes import living
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

@@ -5,22 +5,21 @@ device, no weights): a LoRA made for another model fails here with the module an
 minute of merging and exporting.
 """
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cotune.edge_runtime.layout import MANIFEST
+
+if TYPE_CHECKING:
+    from cotune.lm.adapter_folder import AdapterInfo
 
 PRECISIONS = ("fp32", "int8", "int4")
 # Architectures exported (and tested) per path: onnxruntime-genai's model builder for Llama and Qwen2,
 # transformers' own exporter (torch.onnx dynamo) for the others.
 BUILDER_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM")
 EXPORTER_ARCHITECTURES = ("GPT2LMHeadModel",)
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight")
-PEFT_PREFIX = "base_model.model."
 
 
 class ExportInputError(ValueError):
@@ -33,22 +32,6 @@ class BaseInfo:
     architecture: str
     exporter: str  # "builder" or "transformers"
     bnb_quantized: bool  # stored as bitsandbytes 4/8-bit: dequantized to fp32 before the merge
-
-
-@dataclass(frozen=True)
-class AdapterInfo:
-    path: Path
-    sha256: str  # of adapter_model.safetensors
-    rank: int
-    target_modules: list[str]
-    lora_modules: int
-
-
-@dataclass(frozen=True)
-class PromptAdapterInfo:
-    path: Path
-    sha256: str  # of adapter_model.safetensors
-    num_virtual_tokens: int
 
 
 def check_precision(precision: str) -> None:
@@ -78,14 +61,6 @@ def check_base(path: Path) -> BaseInfo:
     return BaseInfo(path, architecture, exporter, bool(quant))
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _base_linear_shapes(base: Path) -> dict[str, tuple[int, int]]:
     """{module name: (in_features, out_features)} of the base's linear layers (nn.Linear and GPT-2's Conv1D)."""
     import torch
@@ -106,38 +81,30 @@ def _base_linear_shapes(base: Path) -> dict[str, tuple[int, int]]:
     return shapes
 
 
-def check_adapter(path: Path, base: Path) -> AdapterInfo:
-    """A LoRA adapter folder whose every tensor fits a linear layer of `base`."""
-    from safetensors import safe_open
+def _read(path: Path) -> "AdapterInfo":
+    from cotune.lm.adapter_folder import AdapterFolderError, read_adapter  # peft loads torch: not at import
 
-    if not path.is_dir():
-        raise ExportInputError(f"adapter folder {path} does not exist")
-    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-        if not (path / name).is_file():
-            raise ExportInputError(f"adapter folder {path} has no {name} (expected a PEFT adapter folder)")
-    config = json.loads((path / ADAPTER_CONFIG).read_text())
-    if config.get("peft_type") != "LORA":
-        raise ExportInputError(
-            f"adapter {path} is {config.get('peft_type')}: only LoRA and prompt-tuning adapters can be exported"
-        )
-    with safe_open(str(path / ADAPTER_WEIGHTS), framework="numpy") as f:
-        shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
-    if not shapes:
-        raise ExportInputError(f"adapter {path}: {ADAPTER_WEIGHTS} holds no tensors")
+    try:
+        return read_adapter(path)
+    except AdapterFolderError as err:
+        raise ExportInputError(str(err)) from err
+
+
+def _check_lora(info: "AdapterInfo", base: Path) -> "AdapterInfo":
+    """A LoRA adapter whose every tensor fits a linear layer of `base`."""
+    path = info.path
     linear = _base_linear_shapes(base)
     ranks: dict[str, dict[str, int]] = {}
-    for key, shape in shapes.items():
-        suffix = next((s for s in LORA_SUFFIXES if key.endswith(s)), None)
-        if suffix is None or not key.startswith(PEFT_PREFIX):
+    for key, shape in info.shapes.items():
+        module, side = info.lora.get(key, (None, None))
+        if side not in ("lora_A", "lora_B"):
             raise ExportInputError(f"adapter {path}: tensor {key} is not a LoRA A/B weight; cannot merge it")
-        module = key[len(PEFT_PREFIX) : -len(suffix)]
         if module not in linear:
             raise ExportInputError(
                 f"adapter {path} does not fit base {base}: module {module} (from {key}) is not a linear layer of the "
-                f"base; adapter target_modules={config.get('target_modules')}"
+                f"base; adapter target_modules={info.config.get('target_modules')}"
             )
         fan_in, fan_out = linear[module]
-        side = suffix[1:7]  # "lora_A" / "lora_B"
         rank = shape[0] if side == "lora_A" else shape[-1]
         expected = (rank, fan_in) if side == "lora_A" else (fan_out, rank)
         if shape != expected:
@@ -149,43 +116,35 @@ def check_adapter(path: Path, base: Path) -> AdapterInfo:
     broken = [m for m, r in ranks.items() if set(r) != {"lora_A", "lora_B"} or r["lora_A"] != r["lora_B"]]
     if broken:
         raise ExportInputError(f"adapter {path}: LoRA pairs missing a half or with unequal ranks: {broken[:3]}")
-    targets = config.get("target_modules")
-    return AdapterInfo(
-        path=path,
-        sha256=file_sha256(path / ADAPTER_WEIGHTS),
-        rank=max(r["lora_A"] for r in ranks.values()),
-        target_modules=sorted(targets) if isinstance(targets, list) else [str(targets)],
-        lora_modules=len(ranks),
-    )
+    return info
 
 
-def check_prompt_adapter(path: Path, base: Path) -> PromptAdapterInfo:
-    """A PEFT prompt-tuning folder whose soft prompt fits the base's hidden size; headers only, no weights."""
-    from safetensors import safe_open
-
-    if not (path / ADAPTER_WEIGHTS).is_file():
-        raise ExportInputError(f"adapter folder {path} has no {ADAPTER_WEIGHTS} (expected a PEFT adapter folder)")
-    config = json.loads((path / ADAPTER_CONFIG).read_text())
+def _check_prompt(info: "AdapterInfo", base: Path) -> "AdapterInfo":
+    """A PEFT prompt-tuning adapter whose soft prompt fits the base's hidden size; headers only, no weights."""
     hidden = json.loads((base / "config.json").read_text()).get("hidden_size")
-    with safe_open(str(path / ADAPTER_WEIGHTS), framework="numpy") as f:
-        shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
-    shape = shapes.get("prompt_embeddings")
+    shape = info.shapes.get("prompt_embeddings")
     if shape is None or len(shape) != 2 or shape[1] != hidden:
         raise ExportInputError(
-            f"prompt-tuning adapter {path} does not fit base {base}: prompt_embeddings {shape}, the base's hidden size "
-            f"is {hidden}"
+            f"prompt-tuning adapter {info.path} does not fit base {base}: prompt_embeddings {shape}, the base's "
+            f"hidden size is {hidden}"
         )
-    if config.get("num_virtual_tokens") not in (None, shape[0]):
-        raise ExportInputError(f"adapter {path}: num_virtual_tokens {config['num_virtual_tokens']} != {shape[0]} rows")
-    return PromptAdapterInfo(path, file_sha256(path / ADAPTER_WEIGHTS), shape[0])
+    if info.config.get("num_virtual_tokens") not in (None, shape[0]):
+        raise ExportInputError(
+            f"adapter {info.path}: num_virtual_tokens {info.config['num_virtual_tokens']} != {shape[0]} rows"
+        )
+    return info
 
 
-def check_any_adapter(path: Path, base: Path) -> "AdapterInfo | PromptAdapterInfo":
+def check_any_adapter(path: Path, base: Path) -> "AdapterInfo":
     """LoRA (merged or runtime) or prompt tuning (KV-cache prefix), by the folder's peft_type."""
-    config_file = path / ADAPTER_CONFIG
-    if config_file.is_file() and json.loads(config_file.read_text()).get("peft_type") == "PROMPT_TUNING":
-        return check_prompt_adapter(path, base)
-    return check_adapter(path, base)
+    info = _read(path)
+    if info.peft_type == "PROMPT_TUNING":
+        return _check_prompt(info, base)
+    if info.peft_type != "LORA":
+        raise ExportInputError(
+            f"adapter {path} is {info.peft_type}: only LoRA and prompt-tuning adapters can be exported"
+        )
+    return _check_lora(info, base)
 
 
 def check_output(out: Path) -> None:

@@ -27,7 +27,7 @@ from cotune.data.tasks import ClassificationTask
 from cotune.edge_runtime.layout import MANIFEST
 from cotune.export.folder import copy_runtime_files, file_sizes, model_bytes, move_into_place, staging_folder
 from cotune.export.inputs import (
-    ExportInputError, PromptAdapterInfo, check_any_adapter, check_base, check_output, check_precision,
+    ExportInputError, check_any_adapter, check_base, check_output, check_precision,
 )  # fmt: skip
 from cotune.export.logfile import output_to
 from cotune.export.prompts import parity_prompts_for
@@ -76,7 +76,7 @@ def export_edge_model(
     check_output(out)
     base_info = check_base(resolve_model(str(base), cache_dir))
     adapter_info = check_any_adapter(Path(adapter).expanduser().resolve(), base_info.path) if adapter else None
-    mode = "prompt_prefix" if isinstance(adapter_info, PromptAdapterInfo) else adapter_mode
+    mode = "prompt_prefix" if adapter_info and adapter_info.peft_type == "PROMPT_TUNING" else adapter_mode
     if mode != "merged" and base_info.exporter != "builder":
         raise ExportInputError(
             f"base {base_info.path} ({base_info.architecture}) exports through transformers' exporter, which has no "
@@ -123,7 +123,7 @@ def export_edge_model(
 def _adapter_entry(info, mode: str) -> dict | None:
     if info is None:
         return None
-    entry = {"path": str(info.path), "sha256": info.sha256, "sha256_of": "adapter_model.safetensors"}
+    entry = {"path": str(info.path), "sha256": info.sha256, "sha256_of": info.weights.name}
     if mode == "prompt_prefix":
         how = "soft prompt run through the fp32 base once; its per-layer KV cache ships as prompt_prefix.npz"
         return {**entry, "peft_type": "PROMPT_TUNING", "num_virtual_tokens": info.num_virtual_tokens, "export": how}

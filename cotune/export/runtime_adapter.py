@@ -1,6 +1,6 @@
 """A PEFT LoRA folder -> one `.onnx_adapter` file (onnxruntime's adapter format) for a runtime-adapter export.
 
-Torch-free and cheap (reads one safetensors file, writes ~the same bytes): the job can call it every round to
+Cheap (reads one safetensors file, writes ~the same bytes): the job can call it every round to
 ship each global adapter to devices, which switch to it with `EdgeModel.set_adapter` /
 `EdgeClassifier.set_adapter` over the base they already hold.
 
@@ -10,17 +10,17 @@ alpha / sqrt(r) with rsLoRA), (r, out). A module the adapter does not train keep
 adds nothing.
 """
 
-import json
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
+if TYPE_CHECKING:
+    from cotune.lm.adapter_folder import AdapterInfo
+
 ADAPTER_SUFFIX = ".onnx_adapter"
-PEFT_PREFIX = "base_model.model."
 
 
 class RuntimeAdapterError(ValueError):
@@ -41,27 +41,21 @@ def runtime_tensors(peft_folder: str | Path) -> dict[str, np.ndarray]:
     """{graph input name: fp32 array} for every LoRA module of the PEFT folder."""
     from safetensors import safe_open
 
-    folder = Path(peft_folder)
-    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-        if not (folder / name).is_file():
-            raise RuntimeAdapterError(f"adapter folder {folder} has no {name} (expected a PEFT LoRA folder)")
-    config = json.loads((folder / ADAPTER_CONFIG).read_text())
-    if config.get("peft_type") != "LORA":
-        raise RuntimeAdapterError(f"adapter {folder} is {config.get('peft_type')}: runtime adapter files hold LoRA only")
+    info = _read(peft_folder)
+    folder, config = info.path, info.config
+    if info.peft_type != "LORA":
+        raise RuntimeAdapterError(f"adapter {folder} is {info.peft_type}: runtime adapter files hold LoRA only")
     if config.get("rank_pattern") or config.get("alpha_pattern"):
         raise RuntimeAdapterError(f"adapter {folder}: per-module rank_pattern / alpha_pattern are not supported")
     if config.get("fan_in_fan_out"):
         raise RuntimeAdapterError(f"adapter {folder}: fan_in_fan_out (GPT-2 Conv1D) LoRA has no runtime export")
     pairs: dict[str, dict[str, np.ndarray]] = {}
-    with safe_open(str(folder / ADAPTER_WEIGHTS), framework="numpy") as f:
-        for key in f.keys():
-            side = "A" if key.endswith(".lora_A.weight") else "B" if key.endswith(".lora_B.weight") else None
-            if side is None or not key.startswith(PEFT_PREFIX):
+    with safe_open(str(info.weights), framework="numpy") as f:
+        for key in info.shapes:
+            module, part = info.lora.get(key, (None, None))
+            if part not in ("lora_A", "lora_B"):
                 raise RuntimeAdapterError(f"adapter {folder}: tensor {key} is not a LoRA A/B weight")
-            module = key[len(PEFT_PREFIX) : -len(".lora_A.weight")]
-            pairs.setdefault(module, {})[side] = f.get_tensor(key).astype(np.float32)
-    if not pairs:
-        raise RuntimeAdapterError(f"adapter {folder}: {ADAPTER_WEIGHTS} holds no tensors")
+            pairs.setdefault(module, {})[part[-1]] = f.get_tensor(key).astype(np.float32)
     tensors = {}
     for module, pair in sorted(pairs.items()):
         if set(pair) != {"A", "B"} or pair["A"].shape[0] != pair["B"].shape[1]:
@@ -98,10 +92,22 @@ def write_beside(peft_folder: str | Path, version: int = 1) -> Path | None:
     """`<peft_folder>.onnx_adapter` next to a PEFT folder (e.g. checkpoints/round_003/slm_adapter ->
     slm_adapter.onnx_adapter), for a device that follows the federation round by round; None (nothing written)
     for an adapter that is not LoRA (prompt tuning ships as a KV-cache prefix at export instead)."""
+    from cotune.lm.adapter_folder import AdapterFolderError, adapter_config
+
     folder = Path(peft_folder)
-    config = folder / ADAPTER_CONFIG
-    if not config.is_file():
-        raise RuntimeAdapterError(f"adapter folder {folder} has no {ADAPTER_CONFIG} (expected a PEFT folder)")
-    if json.loads(config.read_text()).get("peft_type") != "LORA":
+    try:
+        peft_type = adapter_config(folder).get("peft_type")
+    except AdapterFolderError as err:
+        raise RuntimeAdapterError(str(err)) from err
+    if peft_type != "LORA":
         return None
     return write_runtime_adapter(folder, folder.with_name(folder.name + ADAPTER_SUFFIX), version)
+
+
+def _read(peft_folder: str | Path) -> "AdapterInfo":
+    from cotune.lm.adapter_folder import AdapterFolderError, read_adapter  # peft loads torch: only when used
+
+    try:
+        return read_adapter(peft_folder)
+    except AdapterFolderError as err:
+        raise RuntimeAdapterError(str(err)) from err

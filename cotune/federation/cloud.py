@@ -25,7 +25,7 @@ from cotune.lm.evaluate import label_word_accuracy
 from cotune.federation.outputs import RunOutputs
 from cotune.federation.queries import ask_scores
 from cotune.models import resolve_model
-from cotune.checkpoints import load_adapter_tensors
+from cotune.lm.adapter_folder import load_adapter_tensors
 from cotune.server_vllm.engine import GenerationEngine, open_engine
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from cotune.federation.cloud import CloudSide
 from cotune.federation.records import config_record, from_record, samples_record, to_record
 from cotune.federation.strategies.factory import build_strategy
 from cotune.memo import Memo, fingerprint
-from cotune.checkpoints import load_adapter_tensors
+from cotune.lm.adapter_folder import load_adapter_tensors
 from cotune.federation.outputs import RunOutputs
 from cotune.metrics_log import MetricsLog
 from cotune.server_vllm.engine import GenerationEngine

@@ -67,4 +67,6 @@ def outputs(run_dir: Path) -> RunOutputs:
 
 def finished(run_dir: Path) -> bool:
     """A run is finished once its final adapter is written (the last thing a run writes)."""
-    return (run_dir / GLOBAL_ADAPTER / "adapter_config.json").is_file()
+    from peft.utils import CONFIG_NAME  # imports torch: only once a run is under way
+
+    return (run_dir / GLOBAL_ADAPTER / CONFIG_NAME).is_file()

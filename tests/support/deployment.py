@@ -12,8 +12,10 @@ from pathlib import Path
 from cotune.federation.deployment import commands
 from cotune.federation.deployment.flower_home import write_connection
 from cotune.federation.deployment.node_keys import NodeKey, write_node_key
-from cotune.federation.deployment.processes import ManagedProcess, flower_env, free_port, stop_marked
+from cotune.federation.deployment.processes import flower_env, stop_marked
 from cotune.federation.deployment.tls import TlsFiles, write_dev_certificates
+from cotune.processes import free_port
+from support.processes import ManagedProcess
 
 HOST = "127.0.0.1"
 CONNECTION = "cotune-local"
@@ -31,7 +33,7 @@ class LocalDeployment:
         self.env = flower_env(self.marker, self.home)
         self.tls: TlsFiles | None = write_dev_certificates(root / "tls", [HOST, "localhost"]) if tls else None
         self.node_auth = node_auth
-        self.port = free_port(HOST)
+        self.port = free_port()
         self.address = f"{HOST}:{self.port}"
         self.superlink: ManagedProcess | None = None
         self.supernodes: dict[int, ManagedProcess] = {}
@@ -59,7 +61,7 @@ class LocalDeployment:
         options = commands.SuperNodeOptions(
             superlink=self.address, partition_id=partition_id,
             root_certificates=self.tls.ca_cert if self.tls else None,
-            private_key=key.private if key else None, runtime_port=free_port(HOST), max_retries=3,
+            private_key=key.private if key else None, runtime_port=free_port(), max_retries=3,
         )
         node = self._start(f"supernode-{partition_id}", commands.supernode_command(options))
         self.supernodes[partition_id] = node
