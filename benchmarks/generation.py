@@ -1,16 +1,21 @@
-"""Server generation throughput where CrossLM uses it: vLLM serving the round's LoRA adapter per request, against
-the HF fallback generating from the same adapter merged into the base (server.hf_merge_adapter).
+"""Server generation throughput where CrossLM uses it: vLLM serving the round's LoRA adapter as cotune serves it
+by default on this host (server.adapter_serving = auto: merged into the weights on CPU hosts, per request where
+CUDA is present), against the HF fallback generating from the same adapter merged into the base
+(server.hf_merge_adapter).
 
 Workload: CrossLM's own request (crosslm.* defaults): the task's label-conditioned generation prompts, n samples
 each, its temperature and top_p, every sample forced to the full token budget (min_tokens = max_tokens) so that
 both engines generate the same number of tokens; `--samples-per-label` scales it. SmolLM2-135M-Instruct.
-Engines run interleaved (vLLM, HF, vLLM, HF, ...; `--extra` adds more vLLM settings to the cycle), each run
-starting its engine (timed), loading the adapter, warming up, then timing generation with the adapter and without.
+Engines run interleaved (vLLM, HF, vLLM, HF, ...; `--extra` adds more vLLM settings to the cycle, e.g. the
+per-request LoRA path), each run starting its engine (timed), loading the adapter (timed: for the merged mode a
+merge and a weight reload), then warming up and timing generation with the adapter, then without it (a merged
+engine swaps its weights back to the base during that warm-up, outside the timing).
 Before every timed generation the benchmark waits (up to --load-wait-s) for the 1-minute load average to fall
 below --max-load and records it; a speedup is written only when every run it is computed from started below it.
 Figures are medians of the repeats, with min and max. Writes benchmarks/results/generation.json.
     .venv/bin/python benchmarks/generation.py [--repeats 3] [--samples-per-label 32]
-        [--extra 'stock_lora={"cpu_dense_lora": false}']
+        [--extra 'lora={"adapter_serving": "lora"}']
+        [--extra 'stock_lora={"adapter_serving": "lora", "cpu_dense_lora": false}']
 """
 
 import argparse
@@ -48,8 +53,8 @@ ADAPTER = "llm-r1"
 ENGINE_FIELDS = (
     "dtype", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "enable_prefix_caching",
     "enable_chunked_prefill", "enforce_eager", "kv_cache_space_gib", "cpu_threads_bind", "cpu_reserved",
-    "cpu_preload_iomp", "enable_lora", "cpu_dense_lora", "max_lora_rank", "seed", "hf_batch_size", "hf_dtype",
-    "hf_merge_adapter",
+    "cpu_preload_iomp", "enable_lora", "adapter_serving", "cpu_dense_lora", "max_lora_rank", "seed", "hf_batch_size",
+    "hf_dtype", "hf_merge_adapter",
 )  # fmt: skip
 VLLM_ENV = ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU", "LD_PRELOAD")
 
@@ -98,15 +103,15 @@ def run_engine(name: str, cfg: ServerConfig, model_dir: Path, adapter: Path, pro
     start = time.perf_counter()
     with open_engine(cfg, model_dir, workdir / f"{name}-{time.monotonic_ns()}") as engine:
         result = {"engine": name, "backend": engine.backend, "engine_start_s": round(time.perf_counter() - start, 1),
-                  "engine_start_loadavg_before": start_wait["loadavg_before"]}  # fmt: skip
+                  "engine_start_loadavg_before": start_wait["loadavg_before"],
+                  "adapter_serving": getattr(engine, "adapter_serving", "hf_merge_adapter")}  # fmt: skip
         start = time.perf_counter()
         engine.load_adapter(ADAPTER, adapter)
         result["adapter_load_s"] = round(time.perf_counter() - start, 2)
         warm = Sampling(n=2, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=4)
-        engine.generate(prompts, warm, adapter=ADAPTER)
-        engine.generate(prompts, warm)
-        result["with_adapter"] = timed(engine, prompts, sampling, ADAPTER, quiet)
-        result["no_adapter"] = timed(engine, prompts, sampling, None, quiet)
+        for key, name_or_base in (("with_adapter", ADAPTER), ("no_adapter", None)):
+            engine.generate(prompts, warm, adapter=name_or_base)  # also swaps a merged engine's weights
+            result[key] = timed(engine, prompts, sampling, name_or_base, quiet)
     logging.info("%s: %s", name, result)
     return result
 
@@ -228,6 +233,8 @@ def main() -> None:
         "goal_met": {"with_adapter": bool(with_adapter and with_adapter >= GOAL_SPEEDUP),
                      "no_adapter": bool(no_adapter and no_adapter >= GOAL_SPEEDUP)},  # fmt: skip
         "engine_start_s": summary["vllm"]["engine_start_s"]["median"],
+        "vllm_adapter_serving": sorted({r["adapter_serving"] for r in runs if r["engine"] == "vllm"}),
+        "vllm_adapter_load_s": spread([r["adapter_load_s"] for r in runs if r["engine"] == "vllm"]),
         "statistic": f"median of {args.repeats} interleaved runs per engine (min, max and every run under engines)",
         "dense_lora_launcher": launcher,
         "engines": {name: summary[name] | {"settings": engine_settings(cfg)} for name, cfg in engines.items()},
@@ -249,7 +256,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     keys = ("vllm_tokens_per_s_with_adapter", "hf_tokens_per_s_merged", "speedup_with_adapter", "vllm_tokens_per_s",
-            "hf_tokens_per_s", "speedup", "speedup_refused", "engine_start_s")  # fmt: skip
+            "hf_tokens_per_s", "speedup", "speedup_refused", "engine_start_s", "vllm_adapter_serving",
+            "vllm_adapter_load_s")  # fmt: skip
     print(json.dumps({k: result[k] for k in keys}, indent=2))
 
 

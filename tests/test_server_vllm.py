@@ -24,6 +24,7 @@ PROMPTS = ["Write a short positive movie review:\n", "Hello", "The film was long
 GREEDY = Sampling(temperature=0, max_tokens=16)
 CFG = ServerConfig(
     backend="vllm",
+    adapter_serving="lora",  # the per-request LoRA path (auto merges on CPU hosts: test_server_vllm_merged.py)
     dtype="float32",  # parity with HF needs fp32 on both sides
     enforce_eager=True,  # starts ~20 s sooner; speed is not under test here
     max_model_len=256,

@@ -27,7 +27,8 @@ class ServerConfig:
     vllm_url: str = option(
         "",
         help="An existing vLLM OpenAI-compatible endpoint (http://host:port) serving models.llm, used instead of "
-        "starting one; it must run with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora.",
+        "starting one; it must run with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora (adapter_serving "
+        "= lora), or with VLLM_SERVER_DEV_MODE=1 on this host's filesystem (adapter_serving = merged).",
     )
     vllm_python: str = option(
         ".venv-vllm/bin/python",
@@ -46,8 +47,17 @@ class ServerConfig:
     )
     enable_lora: bool = option(
         True,
-        help="vLLM: serve adapters (--enable-lora). Off serves the base model only; on CPU, vLLM's LoRA path slows "
-        "every decode step, adapter or not.",
+        help="vLLM: serve adapters (--enable-lora where adapter_serving is lora). Off serves the base model only; "
+        "on CPU, vLLM's LoRA path slows every decode step, adapter or not.",
+    )
+    adapter_serving: Literal["auto", "lora", "merged"] = option(
+        "auto",
+        help="vLLM: how a loaded adapter is served. lora: per request through vLLM's LoRA path (--enable-lora). "
+        "merged: load_adapter merges the LoRA into a copy of the base weights (peft) and the running server "
+        "reloads them (its dev endpoints /collective_rpc reload_weights and /reset_prefix_cache, so it runs with "
+        "VLLM_SERVER_DEV_MODE=1 and without LoRA, which keeps vLLM's CPU torch.compile on); one adapter at a "
+        "time, switching costs a merge and a reload. auto: merged on a host without CUDA started by cotune, "
+        "lora where CUDA is present or server.vllm_url is set; the choice is logged.",
     )
     cpu_dense_lora: bool = option(
         True,

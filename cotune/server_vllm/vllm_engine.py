@@ -1,24 +1,51 @@
 """GenerationEngine over vLLM's OpenAI-compatible server: one cotune starts, or one at `server.vllm_url`.
 
-Adapters are loaded into the running engine (POST /v1/load_lora_adapter), so a new adapter each round costs a
-load, not an engine restart. vLLM's prefix cache keys blocks on the adapter's name and path, so each adapter
-version must come from its own folder: reloading a name from the same path is refused (stale KV blocks).
+Two ways to serve an adapter, neither restarting the engine (server.adapter_serving, chosen and logged here):
+- lora: adapters are loaded into the running engine (POST /v1/load_lora_adapter) and chosen per request.
+  vLLM's prefix cache keys blocks on the adapter's name and path, so each adapter version must come from its
+  own folder: reloading a name from the same path is refused (stale KV blocks).
+- merged: the server runs without LoRA (on CPU that keeps vLLM's torch.compile on); the weights of the adapter a
+  request asks for are merged into a copy of the base (merged_weights.py) and the server reloads them in place
+  (dev endpoint /collective_rpc, method reload_weights, from a weights_path), then drops its prefix cache, whose
+  KV blocks the old weights computed. One adapter (or the base) is in the weights at a time: load_adapter
+  switches to the new one, and a request for another one, or for the base, switches again (a merge and a reload).
 """
 
+import dataclasses
 import json
 import logging
+import tempfile
+import time
 import urllib.error
 from pathlib import Path
+from typing import Literal
 
+import torch
 from transformers import AutoTokenizer
 
 from cotune.server_vllm.adapters import check_adapter
 from cotune.config.server import ServerConfig
 from cotune.server_vllm.interface import GenerationEngine, Sampling, check_prompt_lengths
 from cotune.server_vllm.errors import AdapterError, EngineError
+from cotune.server_vllm.merged_weights import save_merged_weights
 from cotune.server_vllm.vllm_server import VllmServer, http_json
 
 log = logging.getLogger(__name__)
+AdapterServing = Literal["lora", "merged"]
+
+
+def choose_adapter_serving(cfg: ServerConfig) -> tuple[AdapterServing, str]:
+    """(mode, reason) for `cfg.adapter_serving`; auto merges on CPU hosts, where vLLM's LoRA path runs uncompiled."""
+    if cfg.adapter_serving != "auto":
+        return cfg.adapter_serving, f"server.adapter_serving = {cfg.adapter_serving}"
+    if cfg.vllm_url:
+        return "lora", "auto: server.vllm_url is set (an external server: its weights are not cotune's to swap)"
+    if torch.cuda.is_available():
+        return "lora", "auto: CUDA is present (vLLM's GPU LoRA kernels serve adapters per request)"
+    return "merged", (
+        "auto: no CUDA (vLLM on CPU disables torch.compile when LoRA is enabled; the adapter is merged into the "
+        "weights instead)"
+    )
 
 
 class VllmEngine(GenerationEngine):
@@ -29,7 +56,14 @@ class VllmEngine(GenerationEngine):
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.generated_tokens = 0
         self.adapters: dict[str, Path] = {}
-        self._server = None if cfg.vllm_url else VllmServer(cfg, self.model_dir, run_dir)
+        self.adapter_serving, reason = choose_adapter_serving(cfg)
+        log.info("vLLM adapter serving: %s (%s)", self.adapter_serving, reason)
+        self._run_dir = Path(run_dir)
+        self._in_weights: str | None = None  # merged mode: the adapter merged into the server's weights now
+        server_cfg = cfg
+        if self.adapter_serving == "merged":
+            server_cfg = dataclasses.replace(cfg, adapter_serving="merged", enable_lora=False)
+        self._server = None if cfg.vllm_url else VllmServer(server_cfg, self.model_dir, self._run_dir)
         self._connect()
 
     def _connect(self) -> None:
@@ -40,7 +74,8 @@ class VllmEngine(GenerationEngine):
             raise EngineError(f"vLLM at {self.url} lists no base model: {models}")
         self.served_model = base[0]["id"]
         self.max_model_len = int(base[0].get("max_model_len") or self.cfg.max_model_len)
-        if self._server is not None and self.cfg.enable_lora:
+        self._in_weights = None
+        if self._server is not None and self.cfg.enable_lora and self.adapter_serving == "lora":
             log.info("vLLM LoRA ops: %s", self.lora_ops())
 
     def lora_ops(self) -> str:
@@ -61,6 +96,9 @@ class VllmEngine(GenerationEngine):
             return []
         lengths = [len(ids) for ids in self.tokenizer(prompts)["input_ids"]]
         check_prompt_lengths(lengths, sampling.max_tokens, self.max_model_len)
+        if self.adapter_serving == "merged":
+            self._serve_weights(adapter)
+            adapter = None
         payload = {
             "model": adapter or self.served_model,
             "prompt": prompts,
@@ -84,9 +122,16 @@ class VllmEngine(GenerationEngine):
         if not self.cfg.enable_lora and not self.cfg.vllm_url:
             raise AdapterError(f"cannot load adapter {name!r}: the vLLM server runs without LoRA (server.enable_lora)")
         folder = Path(path).expanduser().absolute()
-        check_adapter(folder, self.model_dir, max_rank=self.cfg.max_lora_rank, lora_only=True)
+        merged = self.adapter_serving == "merged"
+        check_adapter(folder, self.model_dir, max_rank=None if merged else self.cfg.max_lora_rank, lora_only=True)
         if name == self.served_model:
             raise AdapterError(f"adapter name {name!r} is the served base model's name")
+        if merged:
+            self.adapters[name] = folder
+            if self._in_weights == name:
+                self._in_weights = None  # new weights under the same name
+            self._serve_weights(name)
+            return
         if self.adapters.get(name) == folder and self.cfg.enable_prefix_caching:
             raise AdapterError(
                 f"adapter {name!r} is already loaded from {folder}: vLLM's prefix cache keys on name and path, "
@@ -110,6 +155,8 @@ class VllmEngine(GenerationEngine):
             raise EngineError(f"cannot restart the vLLM endpoint {self.url}: cotune did not start it")
         self._server.stop()
         self._connect()
+        if self.adapter_serving == "merged":  # the new server holds the base weights; generate merges on demand
+            return
         adapters, self.adapters = self.adapters, {}
         for name, folder in adapters.items():
             self.load_adapter(name, folder)
@@ -117,6 +164,39 @@ class VllmEngine(GenerationEngine):
     def close(self) -> None:
         if self._server is not None:
             self._server.stop()
+
+    def _serve_weights(self, adapter: str | None) -> None:
+        """Merged mode: make the server's weights those of `adapter` merged into the base (None: the base)."""
+        if adapter == self._in_weights:
+            return
+        began = time.perf_counter()
+        if adapter is None:
+            self._reload_weights(self.model_dir)
+        else:
+            with tempfile.TemporaryDirectory(dir=self._run_dir, prefix="vllm-merged-") as scratch:
+                try:
+                    folder = save_merged_weights(self.model_dir, self.adapters[adapter], Path(scratch), self.cfg.dtype)
+                except (ValueError, KeyError, RuntimeError, OSError) as err:
+                    raise AdapterError(f"cannot merge adapter {adapter!r} ({self.adapters[adapter]}): {err}") from err
+                self._reload_weights(folder)  # the server has read the files once this returns
+        self._in_weights = adapter
+        log.info("vLLM: weights of %s in place after %.1f s", adapter or "the base model", time.perf_counter() - began)
+
+    def _reload_weights(self, folder: Path) -> None:
+        """Reload the running server's weights from `folder` and drop the KV blocks computed with the old ones."""
+        self._in_weights = None  # unknown until the reload is through
+        rpc = {"method": "reload_weights", "kwargs": {"weights_path": str(folder)}}
+        try:
+            self._call("POST", "/collective_rpc", rpc, timeout=self.cfg.vllm_start_timeout_s)
+        except EngineError as err:
+            if isinstance(err.__cause__, urllib.error.HTTPError) and err.__cause__.code == 404:
+                raise EngineError(
+                    f"vLLM at {self.url} has no /collective_rpc: server.adapter_serving = merged needs a server "
+                    "started with VLLM_SERVER_DEV_MODE=1"
+                ) from err
+            raise
+        if not self._call("POST", "/reset_prefix_cache?reset_running_requests=true", {}).get("success"):
+            raise EngineError(f"vLLM at {self.url} did not reset its prefix cache after reloading weights")
 
     def _call(self, method: str, route: str, payload: dict | None = None, timeout: float = 30.0) -> dict:
         """One HTTP call; every failure becomes an EngineError naming its cause (and the server log)."""

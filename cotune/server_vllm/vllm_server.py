@@ -68,6 +68,8 @@ def server_env(cfg: ServerConfig, python: Path) -> dict[str, str]:
         # The model is always a local folder: no hub lookups, which hang on hosts without the hub.
         HF_HUB_OFFLINE="1",
     )
+    if cfg.adapter_serving == "merged":  # the weight reload and prefix-cache reset routes (vllm_engine.py)
+        env["VLLM_SERVER_DEV_MODE"] = "1"
     if cfg.cpu_preload_iomp:
         iomp = python.parent.parent / "lib" / "libiomp5.so"
         if not iomp.is_file():

@@ -1,8 +1,8 @@
 """A stand-in for vLLM's OpenAI-compatible server, for job-level tests that need its process shape, not its model:
 started through a fake interpreter exactly as cotune starts vLLM, in a session of its own, with a worker process
-that leaves the group (as a real engine's can); it serves /health, /v1/models, completions and the runtime LoRA
-routes. `install(folder)` writes it and returns the fake interpreter for `server.vllm_python`; the server writes
-its pid and its worker's to $STAND_IN_PIDS."""
+that leaves the group (as a real engine's can); it serves /health, /v1/models, completions, the runtime LoRA
+routes and the weight-reload routes (server.adapter_serving = merged). `install(folder)` writes it and returns
+the fake interpreter for `server.vllm_python`; the server writes its pid and its worker's to $STAND_IN_PIDS."""
 
 import sys
 from pathlib import Path
@@ -43,6 +43,10 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/v1/unload_lora_adapter":
             adapters.discard(body["lora_name"])
             return self.reply({"message": "unloaded"})
+        if self.path == "/collective_rpc":  # server.adapter_serving = merged: the weight reload
+            return self.reply({"results": [None]})
+        if self.path.startswith("/reset_prefix_cache"):
+            return self.reply({"success": True})
         prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
         count = len(prompts) * body.get("n", 1)
         choices = [{"index": i, "text": f" a film sample {i}"} for i in range(count)]
