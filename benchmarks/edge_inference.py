@@ -116,7 +116,7 @@ def pytorch_generator(base: str, adapter: str):
     import torch
     from transformers import AutoTokenizer
 
-    from cotune.export.merge import merged_model
+    from cotune.lm.merge import merged_model
 
     torch.set_num_threads(THREADS)
     model = merged_model(Path(base), Path(adapter))
@@ -190,7 +190,7 @@ def pytorch_worker(job: dict) -> dict:
 
     from cotune.data.tasks import ClassificationTask
     from cotune.lm.evaluate import label_probabilities, perplexity
-    from cotune.export.merge import merged_model
+    from cotune.lm.merge import merged_model
 
     torch.set_num_threads(THREADS)
     model = merged_model(Path(job["base"]), Path(job["adapter"]))

@@ -19,7 +19,7 @@ from cotune.data.tasks import ClassificationTask
 from cotune.lm import evaluate
 from cotune.edge_runtime import EdgeClassifier, TaskCard, read_task_card
 from cotune.export import export_edge_model
-from cotune.export.merge import merged_model
+from cotune.lm.merge import merged_model
 
 REVIEWS = [
     "A triumph from start to finish.", "Tedious and hollow.", "I laughed, I cried, I bought the soundtrack.",

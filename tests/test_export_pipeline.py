@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 from cotune.cli import main
 from cotune.edge_runtime import EdgeModel
 from cotune.export import ExportInputError, export_edge_model
-from cotune.export.merge import merged_model
+from cotune.lm.merge import merged_model
 from cotune.models import resolve_model
 
 LLAMA_TARGETS = ["q_proj", "v_proj", "o_proj", "down_proj"]
@@ -188,7 +188,7 @@ def no_export_work(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("export work started despite bad input")
 
-    monkeypatch.setattr("cotune.export.merge.merged_model", forbidden)
+    monkeypatch.setattr("cotune.lm.merge.merged_model", forbidden)
 
 
 def assert_nothing_written(parent):

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2
 
 from cotune.edge_runtime import EdgeModel
 from cotune.export import export_edge_model
-from cotune.export.merge import merged_model
+from cotune.lm.merge import merged_model
 
 PROMPT = "Review: A warm, funny and sharply written comedy.\nSentiment (positive or negative):"
 

@@ -14,7 +14,7 @@ from cotune.cli import main
 from cotune.data.rotten_tomatoes import TASK
 from cotune.edge_runtime import EdgeClassifier, EdgeModel
 from cotune.export import ExportInputError, export_edge_model
-from cotune.export.merge import merged_model
+from cotune.lm.merge import merged_model
 from cotune.export.runtime_adapter import RuntimeAdapterError, runtime_tensors, write_beside, write_runtime_adapter
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

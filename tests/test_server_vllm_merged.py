@@ -21,7 +21,7 @@ from cotune.config.server import ServerConfig
 from cotune.server_vllm import vllm_engine
 from cotune.server_vllm.engine import Sampling, open_engine
 from cotune.server_vllm.errors import AdapterError
-from cotune.server_vllm.merged_weights import save_merged_weights
+from cotune.lm.merge import save_merged_weights
 from cotune.server_vllm.vllm_engine import choose_adapter_serving
 from cotune.server_vllm.vllm_server import server_command, server_env
 

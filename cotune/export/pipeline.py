@@ -147,7 +147,7 @@ def _build(
 
     from cotune.export.genai_builder import export_with_builder
     from cotune.export.hf_exporter import export_decoder
-    from cotune.export.merge import merged_model, save_merged
+    from cotune.lm.merge import merged_model, save_merged
     from cotune.export.parity import measure_parity
     from cotune.quantization.onnx_weights import quantize_int4_weights, quantize_int8_dynamic
 

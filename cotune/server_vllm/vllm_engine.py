@@ -5,7 +5,7 @@ Two ways to serve an adapter, neither restarting the engine (server.adapter_serv
   vLLM's prefix cache keys blocks on the adapter's name and path, so each adapter version must come from its
   own folder: reloading a name from the same path is refused (stale KV blocks).
 - merged: the server runs without LoRA (on CPU that keeps vLLM's torch.compile on); the weights of the adapter a
-  request asks for are merged into a copy of the base (merged_weights.py) and the server reloads them in place
+  request asks for are merged into a copy of the base (`cotune.lm.merge`) and the server reloads them in place
   (dev endpoint /collective_rpc, method reload_weights, from a weights_path), then drops its prefix cache, whose
   KV blocks the old weights computed. One adapter (or the base) is in the weights at a time: load_adapter
   switches to the new one, and a request for another one, or for the base, switches again (a merge and a reload).
@@ -27,7 +27,7 @@ from cotune.server_vllm.adapters import check_adapter
 from cotune.config.server import ServerConfig
 from cotune.server_vllm.interface import GenerationEngine, Sampling, check_prompt_lengths
 from cotune.server_vllm.errors import AdapterError, EngineError
-from cotune.server_vllm.merged_weights import save_merged_weights
+from cotune.lm.merge import save_merged_weights
 from cotune.server_vllm.vllm_server import VllmServer, http_json
 
 log = logging.getLogger(__name__)

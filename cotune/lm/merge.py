@@ -1,5 +1,7 @@
 """Base + LoRA -> one fp32 model. The merge always lands in full-precision weights, never in 4-bit ones.
 
+Both the ONNX export (`save_merged`) and vLLM's merged adapter serving (`save_merged_weights`) merge with it.
+
 Silos train on a 4-bit view of the base, but the folder on disk is fp32 and the merge reads that. A base stored
 as a bitsandbytes 4/8-bit checkpoint is dequantized to fp32 first: merging into quantized weights would round
 the LoRA update away.
@@ -9,6 +11,8 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from cotune.quantization.loading import DTYPES
 
 
 def load_fp32_base(path: Path) -> PreTrainedModel:
@@ -40,4 +44,11 @@ def save_merged(model: PreTrainedModel, base: Path, out: Path) -> Path:
     """An HF folder (config, safetensors, tokenizer) the ONNX exporters read."""
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    return out
+
+
+def save_merged_weights(model_dir: Path, adapter_dir: Path, out: Path, dtype: str) -> Path:
+    """Base + LoRA merged in fp32 and cast once to `dtype` (the cast vLLM would apply to fp32 weights itself), as
+    the config and safetensors a running vLLM server reloads its weights from."""
+    merged_model(model_dir, adapter_dir).to(DTYPES[dtype]).save_pretrained(out)
     return out
