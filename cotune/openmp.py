@@ -19,6 +19,11 @@ REASON_ENV = "COTUNE_OMP_REASON"
 BUSY_SHARE = 0.75
 
 
+def usable_cpus() -> int:
+    """Cores this process may run on (its affinity where the OS tells it, else every core)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def choose_wait_policy(user_policy: str | None, load_1min: float, cpus: int) -> tuple[str | None, str]:
     """(OMP_WAIT_POLICY to set, or None for libgomp's bounded-spin default; why)."""
     if user_policy:
@@ -32,8 +37,7 @@ def apply_wait_policy() -> None:
     """Set OMP_WAIT_POLICY for this process and its children, once (a child keeps its parent's choice)."""
     if REASON_ENV in os.environ:
         return
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    policy, reason = choose_wait_policy(os.environ.get("OMP_WAIT_POLICY"), os.getloadavg()[0], cpus)
+    policy, reason = choose_wait_policy(os.environ.get("OMP_WAIT_POLICY"), os.getloadavg()[0], usable_cpus())
     if policy:
         os.environ["OMP_WAIT_POLICY"] = policy
     os.environ[REASON_ENV] = reason

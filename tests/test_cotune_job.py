@@ -34,7 +34,8 @@ def test_cotune_job_compares_algorithms_and_reports_llm_figures(tmp_path):
     assert (run_dir / "llm_adapter" / "adapter_config.json").is_file()
     assert "| fedavg global adapter |" in (run_dir / "report.md").read_text()
     edge = summary["edge"]
-    assert edge["precision"] == "int4" and edge["size_mb"] > 0 and edge["tokens_per_s"] > 0
+    assert edge["precision"] == "int4" and edge["size_mb"] > 0 and edge["tokens_per_s"] > 0 and edge["threads"] >= 1
+    assert f"tokens/s (batch 1, {edge['threads']} threads, ONNX Runtime)" in (run_dir / "report.md").read_text()
     assert (run_dir / "edge" / "manifest.json").is_file()
     # where the time went: every phase the job ran, and round 1 trained once for both algorithms
     phases = {e["phase"] for e in summary["time"]}

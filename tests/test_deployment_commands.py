@@ -1,6 +1,5 @@
 """Deployment building blocks, checked against what Flower 1.41 itself accepts (no processes started)."""
 
-import argparse
 import ipaddress
 import shlex
 
@@ -12,7 +11,7 @@ from flwr.cli.flower_config import read_superlink_connection
 from flwr.cli.supernode.register import try_load_public_key
 from flwr.common.config import parse_config_args
 
-from cotune.cli import deploy_cmd
+from cotune.cli import build_parser
 from cotune.federation.deployment import commands
 from cotune.federation.deployment.flower_home import write_connection
 from cotune.federation.deployment.node_keys import write_node_key
@@ -74,9 +73,7 @@ def test_run_config_arguments_parse_as_flower_parses_them(tmp_path):
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    deploy_cmd.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

@@ -1,7 +1,6 @@
 """The device-side runtime: torch-free import, both backends, greedy/sampled/streamed decoding, ORT-side scoring
 equal to the PyTorch evaluation, and `cotune edge generate`."""
 
-import argparse
 import subprocess
 import sys
 
@@ -9,10 +8,10 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from cotune.cli import edge_cmd
+from cotune.cli import build_parser
 from cotune.data.encoding import label_token_ids
 from cotune.data.rotten_tomatoes import TASK
-from cotune.edge_runtime import EdgeModel, Sampling, measure_tokens_per_s
+from cotune.edge_runtime import EdgeModel, Sampling, measure_decode_speed
 from cotune.edge_runtime.sampling import pick_token
 from cotune.edge_runtime.scoring import label_predictions, label_word_accuracy, perplexity
 from cotune.export import export_edge_model
@@ -106,8 +105,7 @@ def test_bad_runtime_input(edge_dir, tmp_path):
 
 
 def test_cli_edge_generate(edge_dir, capsys):
-    parser = argparse.ArgumentParser()
-    edge_cmd.register(parser.add_subparsers())
+    parser = build_parser()
     args = parser.parse_args(["edge", "generate", "--model", str(edge_dir), "--prompt", PROMPT, "--max-new-tokens", "8",
                               "--sample", "--temperature", "0.8", "--top-p", "0.9", "--seed", "3"])  # fmt: skip
     assert args.func(args) == 0
@@ -118,5 +116,9 @@ def test_cli_edge_generate(edge_dir, capsys):
     assert "top_p" in capsys.readouterr().err
 
 
-def test_measure_tokens_per_s(edge_dir):
-    assert measure_tokens_per_s(edge_dir, PROMPT, new_tokens=16) > 0
+def test_measure_decode_speed(edge_dir):
+    speed = measure_decode_speed(edge_dir, PROMPT, new_tokens=16)
+    assert speed.tokens_per_s > 0 and speed.threads >= 1
+    assert measure_decode_speed(edge_dir, PROMPT, new_tokens=4, threads=1).threads == 1
+    with pytest.raises(ValueError, match="threads"):
+        measure_decode_speed(edge_dir, PROMPT, threads=0)

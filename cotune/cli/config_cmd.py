@@ -3,14 +3,17 @@
 import argparse
 
 from cotune.cli.common import add_config_args, config_from_args
+from cotune.cli.lazy_subcommands import add_command
 from cotune.config import dump_toml, explain
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("config", help="show the resolved config (or --explain every key)")
+    add_command(sub, "config", _arguments, run, help="show the resolved config (or --explain every key)")
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
     add_config_args(parser)
     parser.add_argument("--explain", action="store_true", help="list every key with its default and meaning")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

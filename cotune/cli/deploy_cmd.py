@@ -15,80 +15,96 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cotune.federation.deployment import commands
-from cotune.federation.deployment.flower_home import flower_home, write_connection
-from cotune.federation.deployment.node_keys import write_node_key
-from cotune.federation.deployment.processes import flower_env
-from cotune.federation.deployment.supervisor import supervise
-from cotune.federation.deployment.tls import CA_CERT, SERVER_CERT, SERVER_KEY, TlsFiles, write_dev_certificates
+from cotune.cli.defaults import field_default, parameter_default
+from cotune.cli.lazy_subcommands import add_command
 
-DEFAULT_PORT = 9091
-DEFAULT_CONNECTION = "cotune"
+if TYPE_CHECKING:
+    from cotune.federation.deployment.tls import TlsFiles
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    certs = sub.add_parser("certs", help="write a development CA and a SuperLink TLS certificate")
-    certs.add_argument("folder", type=Path, help="where ca.crt, server.pem and server.key go")
-    certs.add_argument("--host", action="append", required=True,
-                       help="DNS name or IP the SuperLink is reached at (repeatable; include 127.0.0.1)")
-    certs.add_argument("--days", type=int, default=365, help="validity")
-    certs.set_defaults(func=run_certs)
-
-    key = sub.add_parser("node-key", help="write a silo's SuperNode authentication key pair")
-    key.add_argument("folder", type=Path)
-    key.add_argument("--name", required=True, help="file name of the private key; the public key gets .pub")
-    key.set_defaults(func=run_node_key)
-
-    server = sub.add_parser("server", help="start the SuperLink (flower-superlink)")
-    server.add_argument("--host", default="0.0.0.0", help="bind address of its one HTTPS port")
-    server.add_argument("--port", type=int, default=DEFAULT_PORT)
-    _add_server_tls_args(server)
-    server.add_argument("--no-node-auth", action="store_true",
-                        help="accept any SuperNode (default: only keys registered with register-silo)")
-    server.add_argument("--database", type=Path, help="SQLite state file, so a restart keeps registrations")
-    _add_dry_run(server)
-    server.set_defaults(func=run_server)
-
-    reg = sub.add_parser("register-silo", help="register a silo's public key with the SuperLink")
-    reg.add_argument("public_key", type=Path)
-    _add_connection_args(reg)
-    _add_dry_run(reg)
-    reg.set_defaults(func=run_register)
-
-    silo = sub.add_parser("silo", help="start one silo's SuperNode (flower-supernode)")
-    silo.add_argument("--superlink", required=True, help="SuperLink address as host:port")
-    silo.add_argument("--partition-id", type=int, required=True, help="which data partition this silo holds")
-    silo.add_argument("--root-certificates", type=Path, help="CA certificate that signed the SuperLink's")
-    silo.add_argument("--key", type=Path, help="this silo's private key (from node-key)")
-    silo.add_argument("--insecure", action="store_true", help="plain HTTP (local trials only)")
-    silo.add_argument("--runtime-port", type=int, default=9094,
-                      help="local port for this silo's ClientApp processes; distinct per SuperNode on one host")
-    _add_dry_run(silo)
-    silo.set_defaults(func=run_silo)
-
-    submit = sub.add_parser("submit", help="start the cotune app on the SuperLink (flwr run)")
-    submit.add_argument("--config", "-c", type=Path,
-                        help="cotune TOML config: a path on the SuperLink host (the ServerApp reads it there)")
-    submit.add_argument("--run-dir", type=Path,
-                        help="run folder: a path on the SuperLink host (default runs/<time> there)")
-    submit.add_argument("--app", type=Path, help="cotune source folder to build the app from")
-    submit.add_argument("--no-stream", action="store_true", help="return once the run is accepted")
-    _add_connection_args(submit)
-    _add_dry_run(submit)
-    submit.set_defaults(func=run_submit)
+    add_command(sub, "certs", _certs_args, run_certs, help="write a development CA and a SuperLink TLS certificate")
+    add_command(sub, "node-key", _node_key_args, run_node_key, help="write a silo's SuperNode authentication key pair")
+    add_command(sub, "server", _server_args, run_server, help="start the SuperLink (flower-superlink)")
+    add_command(sub, "register-silo", _register_args, run_register,
+                help="register a silo's public key with the SuperLink")
+    add_command(sub, "silo", _silo_args, run_silo, help="start one silo's SuperNode (flower-supernode)")
+    add_command(sub, "submit", _submit_args, run_submit, help="start the cotune app on the SuperLink (flwr run)")
 
 
-def _add_server_tls_args(parser: argparse.ArgumentParser) -> None:
+def _certs_args(parser: argparse.ArgumentParser) -> None:
+    from cotune.federation.deployment.tls import write_dev_certificates
+
+    parser.add_argument("folder", type=Path, help="where ca.crt, server.pem and server.key go")
+    parser.add_argument("--host", action="append", required=True,
+                        help="DNS name or IP the SuperLink is reached at (repeatable; include 127.0.0.1)")
+    parser.add_argument("--days", type=int, default=parameter_default(write_dev_certificates, "days"),
+                        help="validity (default: %(default)s)")
+
+
+def _node_key_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--name", required=True, help="file name of the private key; the public key gets .pub")
+
+
+def _server_args(parser: argparse.ArgumentParser) -> None:
+    """Defaults are `SuperLinkOptions`' own."""
+    from cotune.federation.deployment.commands import SuperLinkOptions
+    from cotune.federation.deployment.tls import CA_CERT, SERVER_CERT, SERVER_KEY
+
+    parser.add_argument("--host", default=field_default(SuperLinkOptions, "host"),
+                        help="bind address of its one HTTPS port (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=field_default(SuperLinkOptions, "port"),
+                        help="default: %(default)s")
     parser.add_argument("--certs", type=Path, help=f"folder with {CA_CERT}, {SERVER_CERT}, {SERVER_KEY}")
     parser.add_argument("--ssl-ca-certfile", type=Path, help="CA certificate (overrides --certs)")
     parser.add_argument("--ssl-certfile", type=Path, help="server certificate (overrides --certs)")
     parser.add_argument("--ssl-keyfile", type=Path, help="server private key (overrides --certs)")
     parser.add_argument("--insecure", action="store_true", help="plain HTTP, no node auth (local trials only)")
+    parser.add_argument("--no-node-auth", action="store_true",
+                        help="accept any SuperNode (default: only keys registered with register-silo)")
+    parser.add_argument("--database", type=Path, help="SQLite state file, so a restart keeps registrations")
+    _add_dry_run(parser)
+
+
+def _register_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("public_key", type=Path)
+    _add_connection_args(parser)
+    _add_dry_run(parser)
+
+
+def _silo_args(parser: argparse.ArgumentParser) -> None:
+    """Defaults are `SuperNodeOptions`' own."""
+    from cotune.federation.deployment.commands import SuperNodeOptions
+
+    parser.add_argument("--superlink", required=True, help="SuperLink address as host:port")
+    parser.add_argument("--partition-id", type=int, required=True, help="which data partition this silo holds")
+    parser.add_argument("--root-certificates", type=Path, help="CA certificate that signed the SuperLink's")
+    parser.add_argument("--key", type=Path, help="this silo's private key (from node-key)")
+    parser.add_argument("--insecure", action="store_true", help="plain HTTP (local trials only)")
+    parser.add_argument("--runtime-port", type=int, default=field_default(SuperNodeOptions, "runtime_port"),
+                        help="local port for this silo's ClientApp processes; distinct per SuperNode on one host "
+                        "(default: %(default)s)")
+    _add_dry_run(parser)
+
+
+def _submit_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", type=Path,
+                        help="cotune TOML config: a path on the SuperLink host (the ServerApp reads it there)")
+    parser.add_argument("--run-dir", type=Path,
+                        help="run folder: a path on the SuperLink host (default runs/<time> there)")
+    parser.add_argument("--app", type=Path, help="cotune source folder to build the app from")
+    parser.add_argument("--no-stream", action="store_true", help="return once the run is accepted")
+    _add_connection_args(parser)
+    _add_dry_run(parser)
 
 
 def _add_connection_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--connection", default=DEFAULT_CONNECTION, help="flwr connection name")
+    from cotune.federation.deployment.commands import DEFAULT_CONNECTION
+
+    parser.add_argument("--connection", default=DEFAULT_CONNECTION, help="flwr connection name (default: %(default)s)")
     parser.add_argument("--superlink", help="host:port; writes/updates the connection (else it must exist)")
     parser.add_argument("--root-certificates", type=Path, help="CA certificate for the connection")
     parser.add_argument("--insecure", action="store_true", help="the connection uses plain HTTP")
@@ -101,6 +117,9 @@ def _add_dry_run(parser: argparse.ArgumentParser) -> None:
 
 def _exec(command: list[str], args: argparse.Namespace, home: Path | None = None) -> int:
     """Print the command; unless --dry-run, become it (returns only for --dry-run)."""
+    from cotune.federation.deployment import commands
+    from cotune.federation.deployment.processes import flower_env
+
     print(f"$ {commands.render(command)}", flush=True)
     if args.dry_run:
         return 0
@@ -112,13 +131,19 @@ def _supervise(command: list[str], args: argparse.Namespace) -> int:
     """Print the command; unless --dry-run, run it under a supervisor: a SuperLink or SuperNode starts its SuperExec
     and app processes in sessions of their own, which a signal to this process group misses; on SIGTERM, SIGINT or
     SIGHUP the supervisor stops Flower and then everything it started (cotune.federation.deployment.supervisor)."""
+    from cotune.federation.deployment import commands
+    from cotune.federation.deployment.processes import flower_env
+    from cotune.federation.deployment.supervisor import supervise
+
     print(f"$ {commands.render(command)}", flush=True)
     if args.dry_run:
         return 0
     return supervise(command, env=flower_env())
 
 
-def _server_tls(args: argparse.Namespace) -> TlsFiles | None:
+def _server_tls(args: argparse.Namespace) -> "TlsFiles | None":
+    from cotune.federation.deployment.tls import CA_CERT, SERVER_CERT, SERVER_KEY, TlsFiles
+
     if args.insecure:
         return None
     defaults = [args.certs / name if args.certs else None for name in (CA_CERT, SERVER_CERT, SERVER_KEY)]
@@ -134,6 +159,8 @@ def _server_tls(args: argparse.Namespace) -> TlsFiles | None:
 
 def _connection_home(args: argparse.Namespace) -> Path:
     """FLWR_HOME for `flwr`, with the connection written first when --superlink is given."""
+    from cotune.federation.deployment.flower_home import flower_home, write_connection
+
     home = flower_home(args.flwr_home)
     if args.superlink:
         if not args.insecure and args.root_certificates is None:
@@ -144,6 +171,8 @@ def _connection_home(args: argparse.Namespace) -> Path:
 
 
 def run_certs(args: argparse.Namespace) -> int:
+    from cotune.federation.deployment.tls import write_dev_certificates
+
     files = write_dev_certificates(args.folder, args.host, args.days)
     print(f"SuperLink: --ssl-ca-certfile {files.ca_cert} --ssl-certfile {files.server_cert} "
           f"--ssl-keyfile {files.server_key}")
@@ -152,6 +181,9 @@ def run_certs(args: argparse.Namespace) -> int:
 
 
 def run_node_key(args: argparse.Namespace) -> int:
+    from cotune.federation.deployment import commands
+    from cotune.federation.deployment.node_keys import write_node_key
+
     try:
         key = write_node_key(args.folder, args.name)
     except FileExistsError as err:
@@ -159,11 +191,13 @@ def run_node_key(args: argparse.Namespace) -> int:
         return 2
     print(f"silo keeps: {key.private}  (flower-supernode --auth-supernode-private-key)")
     print(f"operator registers: {key.public}")
-    print(f"  $ {commands.render(commands.register_command(key.public, DEFAULT_CONNECTION))}")
+    print(f"  $ {commands.render(commands.register_command(key.public, commands.DEFAULT_CONNECTION))}")
     return 0
 
 
 def run_server(args: argparse.Namespace) -> int:
+    from cotune.federation.deployment import commands
+
     tls = _server_tls(args)
     options = commands.SuperLinkOptions(host=args.host, port=args.port, tls=tls,
                                         node_auth=not (args.no_node_auth or args.insecure), database=args.database)
@@ -171,6 +205,8 @@ def run_server(args: argparse.Namespace) -> int:
 
 
 def run_register(args: argparse.Namespace) -> int:
+    from cotune.federation.deployment import commands
+
     if not args.public_key.is_file():
         raise FileNotFoundError(f"public key not found: {args.public_key}")
     home = _connection_home(args)
@@ -178,6 +214,8 @@ def run_register(args: argparse.Namespace) -> int:
 
 
 def run_silo(args: argparse.Namespace) -> int:
+    from cotune.federation.deployment import commands
+
     if not args.insecure and args.root_certificates is None:
         raise FileNotFoundError("a silo needs --root-certificates (the CA that signed the SuperLink's certificate)")
     for path in (args.root_certificates, args.key):
@@ -193,6 +231,8 @@ def run_silo(args: argparse.Namespace) -> int:
 
 def run_submit(args: argparse.Namespace) -> int:
     """Config and run folder are passed verbatim: they name paths on the SuperLink host, not here."""
+    from cotune.federation.deployment import commands
+
     home = _connection_home(args)
     app_dir = args.app.resolve() if args.app else commands.default_app_dir()
     command = commands.run_command(app_dir, args.connection, args.config, args.run_dir, stream=not args.no_stream)

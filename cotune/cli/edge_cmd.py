@@ -9,20 +9,35 @@ import json
 import sys
 from pathlib import Path
 
+from cotune.cli.defaults import field_default, literal_choices, parameter_default
+from cotune.cli.lazy_subcommands import add_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("edge", help="run an exported edge model on this machine")
+    add_command(sub, "edge", _arguments, None, help="run an exported edge model on this machine")
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    """Defaults are the runtime's own (`Sampling`, `EdgeModel`, `EdgeClassifier`)."""
+    from cotune.edge_runtime import EdgeClassifier, EdgeModel, Sampling
+
     edge_sub = parser.add_subparsers(dest="edge_command", required=True)
     gen = edge_sub.add_parser("generate", help="continue a prompt, streaming the text as it is decoded")
     _model_args(gen)
     gen.add_argument("--prompt", required=True, help="text to continue")
-    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--max-new-tokens", type=int, default=parameter_default(EdgeModel.stream_tokens, "max_new_tokens"),
+                     help="default: %(default)s")
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    gen.add_argument("--temperature", type=float, default=1.0, help="with --sample")
-    gen.add_argument("--top-p", type=float, default=1.0, help="with --sample: nucleus mass kept")
-    gen.add_argument("--top-k", type=int, default=0, help="with --sample: 0 keeps every token")
-    gen.add_argument("--seed", type=int, default=0, help="with --sample")
-    gen.add_argument("--backend", choices=["auto", "genai", "session"], default="auto")
+    gen.add_argument("--temperature", type=float, default=field_default(Sampling, "temperature"),
+                     help="with --sample (default: %(default)s)")
+    gen.add_argument("--top-p", type=float, default=field_default(Sampling, "top_p"),
+                     help="with --sample: nucleus mass kept (default: %(default)s)")
+    gen.add_argument("--top-k", type=int, default=field_default(Sampling, "top_k"),
+                     help="with --sample: 0 keeps every token (default: %(default)s)")
+    gen.add_argument("--seed", type=int, default=field_default(Sampling, "seed"),
+                     help="with --sample (default: %(default)s)")
+    gen.add_argument("--backend", choices=literal_choices(EdgeModel.__init__, "backend"),
+                     default=parameter_default(EdgeModel, "backend"), help="default: %(default)s")
     gen.set_defaults(func=generate)
     cls = edge_sub.add_parser("classify", help="label texts with the folder's task card (labels + probabilities)")
     _model_args(cls)
@@ -30,17 +45,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     texts.add_argument("--text", action="append", help="a text to classify (repeatable)")
     texts.add_argument("--file", help="JSONL: one object per line (its --text-field) or one JSON string per line")
     cls.add_argument("--text-field", default="text", help="with --file: the field holding the text")
-    cls.add_argument("--batch-size", type=int, default=8)
+    cls.add_argument("--batch-size", type=int, default=parameter_default(EdgeClassifier, "batch_size"),
+                     help="default: %(default)s")
     cls.set_defaults(func=classify)
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
+    from cotune.edge_runtime import EdgeModel
+
     parser.add_argument("--model", required=True, help="folder written by `cotune export`")
     parser.add_argument(
         "--adapter", help="an .onnx_adapter file to run with (a runtime-adapter export); default: the folder's own"
     )
     parser.add_argument("--no-adapter", action="store_true", help="run the bare base of a runtime-adapter export")
-    parser.add_argument("--threads", type=int, default=0, help="intra-op threads; 0: onnxruntime's default")
+    parser.add_argument("--threads", type=int, default=parameter_default(EdgeModel, "threads"),
+                        help="intra-op threads; 0: onnxruntime's default (default: %(default)s)")
 
 
 def _adapter(args: argparse.Namespace):

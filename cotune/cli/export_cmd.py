@@ -5,25 +5,31 @@ import json
 import sys
 
 from cotune.cli.common import add_config_args, config_from_args
+from cotune.cli.defaults import literal_choices
+from cotune.cli.lazy_subcommands import add_command
+from cotune.config.export import ExportConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("export", help="merge an adapter into the SLM and export it to ONNX for devices")
+    add_command(sub, "export", _arguments, run, help="merge an adapter into the SLM and export it to ONNX for devices")
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
     add_config_args(parser)
     parser.add_argument("--base", help="base SLM: registry name or HF folder (default: config models.slm)")
     adapter = parser.add_mutually_exclusive_group(required=True)
     adapter.add_argument("--adapter", help="PEFT LoRA folder, e.g. runs/<run>/global_adapter")
     adapter.add_argument("--no-adapter", action="store_true", help="export the base model alone")
     parser.add_argument("--out", required=True, help="output folder (replaced if it holds a previous export)")
-    parser.add_argument("--precision", choices=["fp32", "int8", "int4"], help="default: config export.precision")
+    parser.add_argument("--precision", choices=literal_choices(ExportConfig, "precision"),
+                        help="default: config export.precision")
     parser.add_argument("--parity-prompts", type=int, help="default: config export.parity_prompts")
     parser.add_argument("--parity-tokens", type=int, help="default: config export.parity_tokens")
     parser.add_argument(
-        "--adapter-mode", choices=["merged", "runtime"],
+        "--adapter-mode", choices=literal_choices(ExportConfig, "adapter_mode"),
         help="merged: LoRA folded into the weights; runtime: quantized base + fp32 .onnx_adapter file switchable at "
         "runtime (default: config export.adapter_mode)",
     )  # fmt: skip
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

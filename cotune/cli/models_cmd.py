@@ -2,12 +2,19 @@
 
 import argparse
 
+from cotune.cli.defaults import field_default, field_help
+from cotune.cli.lazy_subcommands import add_command
+from cotune.config.schema import ModelsConfig
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("models", help="list registry models or resolve one to its HF folder")
+    add_command(sub, "models", _arguments, run, help="list registry models or resolve one to its HF folder")
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", nargs="?", help="registry name, local folder or hub id to resolve")
-    parser.add_argument("--cache-dir", default="", help="model cache (default: $COTUNE_CACHE or ~/.cache/cotune)")
-    parser.set_defaults(func=run)
+    parser.add_argument("--cache-dir", default=field_default(ModelsConfig, "cache_dir"),
+                        help=field_help(ModelsConfig, "cache_dir"))
 
 
 def run(args: argparse.Namespace) -> int:

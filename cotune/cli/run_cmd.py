@@ -11,13 +11,18 @@ import sys
 from pathlib import Path
 
 from cotune.cli.common import add_config_args, config_from_args
+from cotune.cli.lazy_subcommands import add_command
+from cotune.cli.logs import set_flower_log_level
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("run", help="run the federated job (defaults: SmolLM2 SLM, Rotten Tomatoes, 3 silos)")
+    add_command(sub, "run", _arguments, run,
+                help="run the federated job (defaults: SmolLM2 SLM, Rotten Tomatoes, 3 silos)")
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
     add_config_args(parser)
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last round")
-    parser.set_defaults(func=run)
 
 
 def job_command(args: argparse.Namespace) -> list[str]:
@@ -38,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if not in_job():
         if not args.resume:
             config_from_args(args)  # a bad key fails here (named, exit 2), before any process starts
+        set_flower_log_level(args.verbose)  # the job and its Ray workers inherit it
         return supervise(job_command(args))
     watch_supervisor()
     from cotune.run.job import resume_config, run_job
@@ -52,5 +58,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"run folder: {run_dir}")
     edge = json.loads((run_dir / "metrics.json").read_text()).get("edge")
     if edge:
-        print(f"edge model ({edge['precision']}): {edge['path']}  {edge['size_mb']} MB, {edge['tokens_per_s']} tokens/s")
+        print(f"edge model ({edge['precision']}): {edge['path']}  {edge['size_mb']} MB, "
+              f"{edge['tokens_per_s']} tokens/s on {edge['threads']} threads")
     return 0

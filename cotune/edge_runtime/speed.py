@@ -1,8 +1,16 @@
 """Decode throughput of an exported model: batch 1, a fixed number of new tokens, EOS ignored."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from cotune.edge_runtime.model import Backend, EdgeModel
+from cotune.openmp import usable_cpus
+
+
+@dataclass(frozen=True)
+class DecodeSpeed:
+    tokens_per_s: float
+    threads: int  # onnxruntime intra-op threads it ran with
 
 
 def tokens_per_s(model: EdgeModel, prompt: str, new_tokens: int = 64, repeats: int = 3) -> float:
@@ -12,7 +20,12 @@ def tokens_per_s(model: EdgeModel, prompt: str, new_tokens: int = 64, repeats: i
     return max(model.generate(prompt, new_tokens, stop_at_eos=False).tokens_per_s for _ in range(repeats))
 
 
-def measure_tokens_per_s(
-    model_dir: str | Path, prompt: str, new_tokens: int = 64, threads: int = 2, backend: Backend = "auto"
-) -> float:
-    return tokens_per_s(EdgeModel(model_dir, backend, threads), prompt, new_tokens)
+def measure_decode_speed(
+    model_dir: str | Path, prompt: str, new_tokens: int = 64, threads: int | None = None, backend: Backend = "auto"
+) -> DecodeSpeed:
+    """`threads` None: every core this process may use, passed to onnxruntime as a number, so that the figure comes
+    with the thread count it ran on (onnxruntime's own default count is not observable)."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1 (or None for every usable core), got {threads}")
+    used = usable_cpus() if threads is None else threads
+    return DecodeSpeed(tokens_per_s(EdgeModel(model_dir, backend, used), prompt, new_tokens), used)

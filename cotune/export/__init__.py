@@ -2,7 +2,7 @@
 
 The API below loads torch and the exporters only when first used, so importing the package stays light.
 
-    from cotune.export import export_edge_model, measure_tokens_per_s
+    from cotune.export import export_edge_model, measure_decode_speed
 """
 
 from typing import Any
@@ -11,7 +11,7 @@ _API = {
     "export_edge_model": "cotune.export.pipeline",
     "ExportResult": "cotune.export.pipeline",
     "ExportInputError": "cotune.export.inputs",
-    "measure_tokens_per_s": "cotune.edge_runtime.speed",
+    "measure_decode_speed": "cotune.edge_runtime.speed",
 }
 __all__ = list(_API)
 

@@ -89,7 +89,7 @@ def run_federations(cfg: CotuneConfig, run_dir: Path, metrics: MetricsLog) -> di
 
 def export_edge(cfg: CotuneConfig, run_dir: Path, metrics: MetricsLog) -> dict:
     """The final global SLM as a quantized ONNX model in `edge/`, with its size and decode speed."""
-    from cotune.edge_runtime.speed import measure_tokens_per_s
+    from cotune.edge_runtime.speed import measure_decode_speed
     from cotune.edge_runtime.layout import MANIFEST
     from cotune.export.pipeline import export_edge_model
 
@@ -105,12 +105,13 @@ def export_edge(cfg: CotuneConfig, run_dir: Path, metrics: MetricsLog) -> dict:
     manifest = json.loads((out / MANIFEST).read_text())
     prompt = task.generation_prompt(1)
     with metrics.timed("edge_speed_check", scope="job"):
-        tokens_per_s = measure_tokens_per_s(out, prompt, new_tokens=64)
+        speed = measure_decode_speed(out, prompt, new_tokens=64)
     return {
         "path": str(out),
         "precision": manifest["precision"],
         "size_mb": round(manifest["sizes"]["model_bytes"] / 2**20, 1),
-        "tokens_per_s": round(tokens_per_s, 1),
+        "tokens_per_s": round(speed.tokens_per_s, 1),
+        "threads": speed.threads,
         "parity": manifest["parity"],
     }
 

@@ -220,7 +220,7 @@ def render_report(run_dir: Path, summary: dict, title: str) -> Path:
         lines += [
             "",
             f"Edge model ({e['precision']} ONNX): `{e['path']}`, {e['size_mb']} MB, {e['tokens_per_s']} tokens/s "
-            "(batch 1, ONNX Runtime).",
+            f"(batch 1, {e['threads']} threads, ONNX Runtime).",
         ]
     kd = [r for r in summary["rounds"] if "distilled" in r]
     if kd:

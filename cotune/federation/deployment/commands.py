@@ -15,6 +15,8 @@ from pathlib import Path
 
 from cotune.federation.deployment.tls import TlsFiles
 
+DEFAULT_CONNECTION = "cotune"  # the `flwr` connection name cotune writes and submits to unless told another
+
 
 def executable(name: str) -> str:
     """A Flower console script from this interpreter's environment when there is one, else from PATH."""
