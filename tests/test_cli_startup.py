@@ -81,7 +81,8 @@ def test_library_info_stays_out_unless_verbose():
 def test_run_sets_flower_log_level_for_the_job(monkeypatch):
     from cotune.cli.logs import set_flower_log_level
 
-    monkeypatch.delenv("FLWR_LOG_LEVEL", raising=False)
+    monkeypatch.setenv("FLWR_LOG_LEVEL", "unset below")  # so that monkeypatch restores what was there before
+    monkeypatch.delenv("FLWR_LOG_LEVEL")
     set_flower_log_level(verbose=False)
     assert os.environ["FLWR_LOG_LEVEL"] == "WARNING"
     monkeypatch.setenv("FLWR_LOG_LEVEL", "INFO")
