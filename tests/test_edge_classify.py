@@ -12,6 +12,8 @@ from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
+from support.no_torch import NO_TORCH
+
 from cotune.cli import main
 from cotune.data.encoding import label_token_ids
 from cotune.data.rotten_tomatoes import TASK
@@ -26,14 +28,6 @@ REVIEWS = [
     "The script is a mess, and the second half is worse than the first, which is saying something.",
     "Gorgeous to look at, empty inside.", "A small gem.", "Unwatchable.", "Better than the book.", "Fine.",
 ]  # fmt: skip
-NO_TORCH = (
-    "import sys\n"
-    "class NoTorch:\n"
-    "    def find_spec(self, name, path=None, target=None):\n"
-    "        if name == 'torch' or name.startswith('torch.'):\n"
-    "            raise ImportError('torch is not installed here')\n"
-    "sys.meta_path.insert(0, NoTorch())\n"
-)
 
 
 @pytest.fixture(scope="module")

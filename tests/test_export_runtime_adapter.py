@@ -196,7 +196,7 @@ def test_app_example_without_torch(runtime_fp32, adapters, tmp_path):
     import subprocess
     import sys
 
-    from test_edge_classify import NO_TORCH  # tests/ is on sys.path (pytest rootdir, no package)
+    from support.no_torch import NO_TORCH
 
     second = write_runtime_adapter(adapters[1], tmp_path / "round_002.onnx_adapter")
     app = NO_TORCH + (

@@ -7,7 +7,7 @@ import pytest
 from flwr.app import Message, RecordDict
 from flwr.common.serde import message_to_proto
 from support.leaks import private_data_in
-from test_privacy_secagg import LocalGrid
+from support.local_grid import LocalGrid
 from transformers import AutoTokenizer
 
 from cotune.config import load_config

@@ -8,21 +8,11 @@ import torch
 from peft import LoraConfig, PromptTuningConfig, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM
 
+from support.lora_adapters import save_lora_adapter
+
 from cotune.models import resolve_model
 from cotune.server_vllm.adapters import check_adapter
 from cotune.server_vllm.errors import AdapterError
-
-
-def save_lora_adapter(base: Path, out: Path, r: int = 8, seed: int = 0, modules=("q_proj", "v_proj", "down_proj")):
-    """A LoRA adapter with random non-zero A and B (so it changes outputs); returns the PeftModel."""
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM, r=r, lora_alpha=2 * r, target_modules=list(modules), init_lora_weights=False
-    )
-    peft_model = get_peft_model(model, config)
-    peft_model.save_pretrained(out)
-    return peft_model
 
 
 def test_matching_adapter_passes_and_reports_rank(tiny_path, tmp_path):

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from test_server_adapters import save_lora_adapter
+from support.lora_adapters import greedy_one_by_one, save_lora_adapter
 
 from cotune.config.server import ServerConfig
 from cotune.server_vllm.engine import Sampling, open_engine
@@ -10,16 +10,6 @@ from cotune.server_vllm.errors import AdapterError, PromptTooLongError
 
 PROMPTS = ["Write a short positive movie review:\n", "Hello", "The film was long, slow and in the end it"]
 GREEDY = Sampling(n=2, temperature=0, max_tokens=8)
-
-
-def greedy_one_by_one(model, tokenizer, prompts, max_tokens):
-    """Reference: unbatched (so unpadded) greedy decoding."""
-    texts = []
-    for prompt in prompts:
-        ids = tokenizer(prompt, return_tensors="pt")
-        out = model.generate(**ids, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        texts.append(tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
-    return texts
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,15 @@ import os
 import signal
 import time
 
-import psutil
 import pytest
-from test_server_adapters import save_lora_adapter
-from test_server_hf_engine import greedy_one_by_one
+from support.lora_adapters import greedy_one_by_one, save_lora_adapter
+
+from support.vllm_processes import vllm_processes
 
 from cotune.models import resolve_model
 from cotune.config.server import ServerConfig
 from cotune.server_vllm.engine import Sampling, open_engine
 from cotune.server_vllm.errors import AdapterError, EngineError, PromptTooLongError
-from cotune.processes import living
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -32,18 +31,6 @@ CFG = ServerConfig(
     max_num_batched_tokens=1024,
     vllm_start_timeout_s=600,
 )
-
-
-def vllm_processes() -> list[psutil.Process]:
-    """Living descendants of this test process that belong to vLLM."""
-    found = []
-    for child in living(psutil.Process().children(recursive=True)):
-        try:
-            if "vllm" in " ".join(child.cmdline()).lower() or child.name().startswith("VLLM"):
-                found.append(child)
-        except psutil.NoSuchProcess:
-            pass
-    return found
 
 
 @pytest.fixture(scope="module")

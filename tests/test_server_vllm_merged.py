@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_server_adapters import save_lora_adapter
-from test_server_hf_engine import greedy_one_by_one
-from test_server_vllm import vllm_processes
+from support.lora_adapters import greedy_one_by_one, save_lora_adapter
+from support.vllm_processes import vllm_processes
 from transformers import AutoModelForCausalLM
 
 from cotune.config.errors import ConfigError
 from cotune.config.loader import load_config
 from cotune.config.server import ServerConfig
 from cotune.server_vllm import vllm_engine
+from cotune.algorithms.crosslm.generation import planned_tokens
 from cotune.server_vllm.engine import Sampling, open_engine
 from cotune.server_vllm.errors import AdapterError
 from cotune.lm.merge import save_merged_weights
@@ -73,6 +73,24 @@ def test_auto_merges_on_cpu_hosts_only(monkeypatch):
     monkeypatch.setattr(vllm_engine.torch.cuda, "is_available", lambda: True)
     mode, reason = choose_adapter_serving(ServerConfig())
     assert mode == "lora" and "CUDA is present" in reason
+
+
+def test_auto_on_cpu_merges_only_for_a_generation_large_enough_to_pay_for_its_start(monkeypatch):
+    monkeypatch.setattr(vllm_engine.torch.cuda, "is_available", lambda: False)
+    cfg = ServerConfig(merged_min_tokens=10_000)
+    mode, reason = choose_adapter_serving(cfg, planned_tokens=9_999)
+    assert mode == "lora" and "9999 tokens planned" in reason and "merged_min_tokens = 10000" in reason
+    assert choose_adapter_serving(cfg, planned_tokens=10_000)[0] == "merged"
+    assert choose_adapter_serving(cfg, planned_tokens=None)[0] == "merged"  # unknown volume: the faster per token
+    assert choose_adapter_serving(ServerConfig(adapter_serving="merged"), planned_tokens=1)[0] == "merged"
+
+
+def test_the_default_job_plans_its_generation_below_the_merged_threshold():
+    """The default job: 16 samples x 2 labels x 48 tokens x 3 rounds = 4,608 tokens, so auto keeps per-request LoRA."""
+    cfg = load_config(None)
+    planned = planned_tokens(cfg.crosslm, 2, cfg.rounds.num_rounds)
+    assert planned == cfg.crosslm.samples_per_label * 2 * cfg.crosslm.max_new_tokens * cfg.rounds.num_rounds
+    assert planned < cfg.server.merged_min_tokens
 
 
 def test_adapter_serving_is_validated():

@@ -56,8 +56,16 @@ class ServerConfig:
         "merged: load_adapter merges the LoRA into a copy of the base weights (peft) and the running server "
         "reloads them (its dev endpoints /collective_rpc reload_weights and /reset_prefix_cache, so it runs with "
         "VLLM_SERVER_DEV_MODE=1 and without LoRA, which keeps vLLM's CPU torch.compile on); one adapter at a "
-        "time, switching costs a merge and a reload. auto: merged on a host without CUDA started by cotune, "
-        "lora where CUDA is present or server.vllm_url is set; the choice is logged.",
+        "time, switching costs a merge and a reload. auto: merged on a host without CUDA started by cotune when "
+        "the run will generate at least merged_min_tokens tokens, else lora (also where CUDA is present or "
+        "server.vllm_url is set); the choice and its reason are logged.",
+    )
+    merged_min_tokens: int = option(
+        40_000,
+        help="auto adapter serving on CPU: the planned generation (CrossLM: samples x labels x new tokens x rounds) "
+        "from which merged serving pays for its start. Measured on 2 cores (benchmarks/results/generation.json): its "
+        "torch.compile start takes about 44 s longer than the LoRA path's and each adapter swap 2.5 s, and it "
+        "generates about 1.3 ms/token faster, so it wins from roughly 35-40k tokens.",
     )
     cpu_dense_lora: bool = option(
         True,
@@ -122,6 +130,7 @@ class ServerConfig:
         require(self.max_model_len >= 16, "max_model_len", "an integer >= 16", self.max_model_len)
         ranks = list(VLLM_LORA_RANKS)
         require(self.max_lora_rank in ranks, "max_lora_rank", f"one of {ranks}", self.max_lora_rank)
+        require(self.merged_min_tokens >= 0, "merged_min_tokens", "an integer >= 0", self.merged_min_tokens)
         require(self.max_num_seqs >= 1, "max_num_seqs", "an integer >= 1", self.max_num_seqs)
         tokens = self.max_num_batched_tokens
         require(tokens >= 1, "max_num_batched_tokens", "an integer >= 1", tokens)

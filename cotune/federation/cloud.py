@@ -13,7 +13,7 @@ from datasets import Dataset
 from flwr.serverapp import Grid
 
 from cotune.algorithms.crosslm.feedback import label_agreement
-from cotune.algorithms.crosslm.generation import SampleFilters, generate_synthetic, round_sampling
+from cotune.algorithms.crosslm.generation import SampleFilters, generate_synthetic, planned_tokens, round_sampling
 from cotune.algorithms.crosslm.step import CrossLMStep
 from cotune.algorithms.fedcollm.mutual import encode_public_split, mutual_distillation, split_public
 from cotune.config import CotuneConfig
@@ -105,7 +105,8 @@ class CloudSide:
         if self.engine is None:
             llm_dir = resolve_model(self.cfg.models.llm, self.cfg.models.cache_dir)
             with self.metrics.timed("engine_start", server_round):
-                self.engine = open_engine(self.cfg.server, llm_dir, self.out.logs)
+                planned = planned_tokens(self.cfg.crosslm, len(self.splits.task.labels), self.cfg.rounds.num_rounds)
+                self.engine = open_engine(self.cfg.server, llm_dir, self.out.logs, planned_tokens=planned)
         self._publish_llm_adapter(server_round)
         # In-process sampling (HF engine) and the LLM step's dropout draw from torch's RNG: seeded per round, so a
         # resumed round replays exactly. vLLM samples in its own process, seeded once per server start.

@@ -13,9 +13,10 @@ import time
 import tomllib
 from pathlib import Path
 
+from cotune.algorithms.crosslm.generation import planned_tokens
 from cotune.config import CotuneConfig, from_dict
 from cotune.config.algorithms import ALGORITHMS
-from cotune.data import build_splits
+from cotune.data import build_splits, load_task
 from cotune.export.checks import check_exportable
 from cotune.metrics_log import MetricsLog
 from cotune.models import resolve_model
@@ -51,7 +52,9 @@ def _shared_engine(cfg: CotuneConfig, algorithms: list[str], run_dir: Path, metr
         return
     llm_dir = resolve_model(cfg.models.llm, cfg.models.cache_dir)
     start = time.perf_counter()
-    engine = open_engine(cfg.server, llm_dir, run_dir / LOGS, background=True)
+    generating = [a for a in pending if ALGORITHMS[a].crosslm]
+    planned = len(generating) * planned_tokens(cfg.crosslm, len(load_task(cfg.data)[0].labels), cfg.rounds.num_rounds)
+    engine = open_engine(cfg.server, llm_dir, run_dir / LOGS, background=True, planned_tokens=planned)
     if not isinstance(engine, BackgroundEngine):
         metrics.time_row("engine_start", time.perf_counter() - start, scope="job")
     try:

@@ -104,8 +104,11 @@ class BackgroundEngine(GenerationEngine):
         return getattr(self.wait(), name)
 
 
-def open_engine(cfg: ServerConfig, model_dir: Path, run_dir: Path, background: bool = False) -> GenerationEngine:
+def open_engine(
+    cfg: ServerConfig, model_dir: Path, run_dir: Path, background: bool = False, planned_tokens: int | None = None
+) -> GenerationEngine:
     """The engine ServerConfig asks for, serving the HF model folder `model_dir`; vLLM logs go to `run_dir`.
+    `planned_tokens`: what the caller will generate (None: unknown), which vLLM's auto adapter serving weighs.
 
     With `background`, a vLLM engine starts in a thread and a BackgroundEngine is returned at once. The HF
     engine always loads here (about a second): loading it in a thread would seed torch's global generator
@@ -118,8 +121,8 @@ def open_engine(cfg: ServerConfig, model_dir: Path, run_dir: Path, background: b
         from cotune.server_vllm.vllm_engine import VllmEngine
 
         if later:
-            return BackgroundEngine(backend, lambda: VllmEngine(cfg, model_dir, run_dir))
-        return VllmEngine(cfg, model_dir, run_dir)
+            return BackgroundEngine(backend, lambda: VllmEngine(cfg, model_dir, run_dir, planned_tokens))
+        return VllmEngine(cfg, model_dir, run_dir, planned_tokens)
     from cotune.server_vllm.hf_engine import HfEngine
 
     return HfEngine(cfg, model_dir)

@@ -34,14 +34,20 @@ log = logging.getLogger(__name__)
 AdapterServing = Literal["lora", "merged"]
 
 
-def choose_adapter_serving(cfg: ServerConfig) -> tuple[AdapterServing, str]:
-    """(mode, reason) for `cfg.adapter_serving`; auto merges on CPU hosts, where vLLM's LoRA path runs uncompiled."""
+def choose_adapter_serving(cfg: ServerConfig, planned_tokens: int | None = None) -> tuple[AdapterServing, str]:
+    """(mode, reason) for `cfg.adapter_serving`. auto merges on CPU hosts, where vLLM's LoRA path runs uncompiled,
+    once the planned generation (None: unknown, e.g. a benchmark) is large enough to pay for the compiled start."""
     if cfg.adapter_serving != "auto":
         return cfg.adapter_serving, f"server.adapter_serving = {cfg.adapter_serving}"
     if cfg.vllm_url:
         return "lora", "auto: server.vllm_url is set (an external server: its weights are not cotune's to swap)"
     if torch.cuda.is_available():
         return "lora", "auto: CUDA is present (vLLM's GPU LoRA kernels serve adapters per request)"
+    if planned_tokens is not None and planned_tokens < cfg.merged_min_tokens:
+        return "lora", (
+            f"auto: {planned_tokens} tokens planned, below server.merged_min_tokens = {cfg.merged_min_tokens} "
+            "(merged serving's compiled start would cost more than it saves)"
+        )
     return "merged", (
         "auto: no CUDA (vLLM on CPU disables torch.compile when LoRA is enabled; the adapter is merged into the "
         "weights instead)"
@@ -51,12 +57,13 @@ def choose_adapter_serving(cfg: ServerConfig) -> tuple[AdapterServing, str]:
 class VllmEngine(GenerationEngine):
     backend = "vllm"
 
-    def __init__(self, cfg: ServerConfig, model_dir: Path, run_dir: Path) -> None:
+    def __init__(self, cfg: ServerConfig, model_dir: Path, run_dir: Path, planned_tokens: int | None = None) -> None:
+        """`planned_tokens`: what the run will generate, for the auto choice of adapter serving."""
         self.cfg, self.model_dir = cfg, Path(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.generated_tokens = 0
         self.adapters: dict[str, Path] = {}
-        self.adapter_serving, reason = choose_adapter_serving(cfg)
+        self.adapter_serving, reason = choose_adapter_serving(cfg, planned_tokens)
         log.info("vLLM adapter serving: %s (%s)", self.adapter_serving, reason)
         self._run_dir = Path(run_dir)
         self._in_weights: str | None = None  # merged mode: the adapter merged into the server's weights now

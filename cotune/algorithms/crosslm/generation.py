@@ -60,6 +60,12 @@ def round_sampling(cfg: CrossLMConfig) -> Sampling:
     )
 
 
+def planned_tokens(cfg: CrossLMConfig, num_labels: int, rounds: int) -> int:
+    """The most tokens a run's generation asks of the engine (every sample at full length), so that the engine can
+    choose how to serve adapters for that volume."""
+    return cfg.samples_per_label * num_labels * cfg.max_new_tokens * rounds
+
+
 def clean_sample(text: str) -> str:
     """The first paragraph, whitespace collapsed, surrounding quotes removed."""
     first = re.split(r"\n\s*\n", text.strip(), maxsplit=1)[0]
