@@ -16,7 +16,7 @@ from pathlib import Path
 from cotune.algorithms.crosslm.generation import planned_tokens
 from cotune.config import CotuneConfig, from_dict
 from cotune.config.algorithms import ALGORITHMS
-from cotune.data import build_splits, load_task
+from cotune.data import ClassificationTask, build_splits
 from cotune.export.checks import check_exportable
 from cotune.metrics_log import MetricsLog
 from cotune.models import resolve_model
@@ -43,17 +43,18 @@ def with_algorithm(cfg: CotuneConfig, algorithm: str) -> CotuneConfig:
 
 
 @contextlib.contextmanager
-def _shared_engine(cfg: CotuneConfig, algorithms: list[str], run_dir: Path, metrics: MetricsLog):
+def _shared_engine(
+    cfg: CotuneConfig, algorithms: list[str], run_dir: Path, metrics: MetricsLog, task: ClassificationTask
+):
     """One generation engine for every run of the job that generates, started now (vLLM: in the background,
     beside the first round's silo training): its start is paid once, and its seconds land in the phase timing."""
-    pending = [a for a in algorithms if not finished(_folder(cfg, run_dir, a))]
-    if not any(ALGORITHMS[a].crosslm for a in pending):
+    generating = [a for a in algorithms if ALGORITHMS[a].crosslm and not finished(_folder(cfg, run_dir, a))]
+    if not generating:
         yield None
         return
     llm_dir = resolve_model(cfg.models.llm, cfg.models.cache_dir)
     start = time.perf_counter()
-    generating = [a for a in pending if ALGORITHMS[a].crosslm]
-    planned = len(generating) * planned_tokens(cfg.crosslm, len(load_task(cfg.data)[0].labels), cfg.rounds.num_rounds)
+    planned = len(generating) * planned_tokens(cfg.crosslm, len(task.labels), cfg.rounds.num_rounds)
     engine = open_engine(cfg.server, llm_dir, run_dir / LOGS, background=True, planned_tokens=planned)
     if not isinstance(engine, BackgroundEngine):
         metrics.time_row("engine_start", time.perf_counter() - start, scope="job")
@@ -71,11 +72,11 @@ def _folder(cfg: CotuneConfig, run_dir: Path, algorithm: str) -> Path:
     return run_dir if algorithm == cfg.run.algorithm else run_dir / COMPARE / algorithm
 
 
-def run_federations(cfg: CotuneConfig, run_dir: Path, metrics: MetricsLog) -> dict[str, Path]:
+def run_federations(cfg: CotuneConfig, run_dir: Path, metrics: MetricsLog, task: ClassificationTask) -> dict[str, Path]:
     """Run (or finish) every algorithm of the job; returns each one's folder."""
     algorithms = [cfg.run.algorithm] + [a for a in cfg.run.compare if a != cfg.run.algorithm]
     folders = {a: _folder(cfg, run_dir, a) for a in algorithms}
-    with _shared_engine(cfg, algorithms, run_dir, metrics) as engine:
+    with _shared_engine(cfg, algorithms, run_dir, metrics, task) as engine:
         for algorithm, folder in folders.items():
             if finished(folder):
                 continue  # finished before an interruption
@@ -90,14 +91,13 @@ def run_federations(cfg: CotuneConfig, run_dir: Path, metrics: MetricsLog) -> di
     return folders
 
 
-def export_edge(cfg: CotuneConfig, run_dir: Path, metrics: MetricsLog) -> dict:
+def export_edge(cfg: CotuneConfig, run_dir: Path, metrics: MetricsLog, task: ClassificationTask) -> dict:
     """The final global SLM as a quantized ONNX model in `edge/`, with its size and decode speed."""
     from cotune.edge_runtime.speed import measure_decode_speed
     from cotune.edge_runtime.layout import MANIFEST
     from cotune.export.pipeline import export_edge_model
 
     out = run_dir / EDGE
-    task = build_splits(cfg.data, cfg.clients.num_clients).task
     if not (out / MANIFEST).is_file():
         e = cfg.export
         with metrics.timed("export", scope="job"):
@@ -136,10 +136,10 @@ def run_job(cfg: CotuneConfig, run_dir: Path | None = None) -> Path:
     log.info("run folder: %s", run_dir)
     log.info("OpenMP: %s", os.environ.get(REASON_ENV, "not chosen by cotune"))
     metrics = metrics_log(run_dir)
-    folders = run_federations(cfg, run_dir, metrics)
+    splits = build_splits(cfg.data, cfg.clients.num_clients)  # once: the engine's plan, the baselines, the export
+    folders = run_federations(cfg, run_dir, metrics, splits.task)
     baselines, llm_baseline = {}, {}
     if cfg.run.baselines:
-        splits = build_splits(cfg.data, cfg.clients.num_clients)
         with metrics.timed("local_only", scope="job"):
             baselines = local_only(cfg, splits, run_dir)
         if ALGORITHMS[cfg.run.algorithm].uses_llm:
@@ -159,7 +159,7 @@ def run_job(cfg: CotuneConfig, run_dir: Path | None = None) -> Path:
             k: sub[k] for k in ("slm_accuracy", "llm_accuracy", "llm_generalization_ppl") if k in sub
         }
     if cfg.export.enabled:
-        summary["edge"] = export_edge(cfg, run_dir, metrics)
+        summary["edge"] = export_edge(cfg, run_dir, metrics, splits.task)
     summary["wall_seconds"] = round(time.perf_counter() - start, 1)
     summary["time"] = time_table(collect_time_rows(run_dir, folders), summary["wall_seconds"])
     write_summary(run_dir, summary)
