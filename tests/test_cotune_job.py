@@ -41,7 +41,7 @@ def test_cotune_job_compares_algorithms_and_reports_llm_figures(tmp_path):
     phases = {e["phase"] for e in summary["time"]}
     assert {"silo_training", "silo_eval", "central_eval_slm", "central_eval_llm", "distill_llm_to_slm", "distill_slm_to_llm",
             "crosslm_generate", "crosslm_score", "crosslm_llm_update", "engine_start", "local_only",
-            "llm_public_only", "export", "edge_speed_check", "other"} <= phases
+            "llm_public_only", "export", "edge_speed_check", "crosslm_probe", "other"} <= phases
     assert "## Performance" in (run_dir / "report.md").read_text()
     fedavg_rows = MetricsLog(run_dir / "compare" / "fedavg" / "metrics.jsonl").rows()
     reused = {(r["round"], bool(r["reused"])) for r in fedavg_rows if r["kind"] == "client_train"}
@@ -49,6 +49,13 @@ def test_cotune_job_compares_algorithms_and_reports_llm_figures(tmp_path):
     kd = [r for r in rows if r["kind"] == "fedcollm"]
     assert all(0 <= r["llm_to_slm_distilled"] <= r["llm_to_slm_examples"] for r in kd)
     assert all(0 <= r["llm_agrees_with_label"] <= 1 for r in cross if r.get("kept"))
+    # what the kept samples do to the SLM: probed on a copy, the round's global adapter untouched (its central
+    # evaluation is the probe's "without" figure, read back by the fingerprint of the adapter it evaluates)
+    global_accuracy = {r["round"]: r["test_accuracy"] for r in rows if r["kind"] == "global"}
+    probed = [r for r in cross if r.get("kept")]
+    assert probed and all(0 <= r["slm_accuracy_with_synthetic"] <= 1 for r in probed)
+    assert all(r["slm_accuracy_without_synthetic"] == global_accuracy[r["round"]] for r in probed)
+    assert "SLM test accuracy without -> with them" in (run_dir / "report.md").read_text()
     # clients trained on the synthetic set the server kept in round 1
     synthetic = [r["synthetic_examples"] for r in rows if r["kind"] == "client_train" and r["round"] == 2]
     assert synthetic == [cross[0]["kept"]] * 3

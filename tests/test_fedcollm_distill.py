@@ -24,7 +24,7 @@ INPUTS = ("input_ids", "attention_mask", "position_ids")
 
 def _topk(**kwargs) -> FedCoLLMConfig:
     """The top-k KL over the vocabulary, ungated: the mode these tests pin down exactly."""
-    return FedCoLLMConfig(targets="topk", gate="none", **kwargs)
+    return FedCoLLMConfig(targets="topk", gate="none", report_fit=True, **kwargs)
 
 
 @pytest.fixture(scope="module")

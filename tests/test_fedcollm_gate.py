@@ -60,7 +60,7 @@ def test_a_near_uniform_teacher_leaves_a_trained_students_accuracy_unchanged(tok
     assert (before == labels).mean() == 1.0  # the student learned its examples: the teacher is far worse
     batches = encode_public_split(tokenizer, task, data, 8, 64)
     # A KL weight 100x the default, so that without the gate the teacher would dominate the step.
-    cfg = FedCoLLMConfig(steps=4, lr=3e-3, kd_weight=10.0)
+    cfg = FedCoLLMConfig(steps=4, lr=3e-3, kd_weight=10.0, report_fit=True)
     metrics = distill(student, teacher, batches, cfg, label_ids)
     assert metrics["teacher_better_before"] == 0.0 and metrics["distilled"] == 0
     after = _predictions(student, tokenizer, task, data)

@@ -133,3 +133,15 @@ def test_a_crosslm_round_replays_exactly_whatever_ran_before_it(tmp_path, smoke_
     assert len(cloud.synthetic) > 0 and synthetic_a == synthetic_b
     assert all(llm_a[k].tobytes() == llm_b[k].tobytes() for k in llm_a)
     assert any(not np.array_equal(llm_a[k], start[k]) for k in start)  # the LLM step did run
+
+
+@pytest.mark.slow
+def test_without_federated_evaluation_the_server_still_evaluates_every_round(tmp_path):
+    cfg = load_config(
+        "configs/smoke.toml",
+        ["rounds.num_rounds=2", "clients.fraction_evaluate=0.0", "run.compare=[]", "run.baselines=false"],
+    )
+    rows = MetricsLog(run_job(cfg, tmp_path) / "metrics.jsonl").rows()
+    assert not [r for r in rows if r["kind"] == "client_eval"]
+    assert sorted(r["round"] for r in rows if r["kind"] == "global") == [0, 1, 2]
+    assert len([r for r in rows if r["kind"] == "client_train"]) == 2 * CLIENTS

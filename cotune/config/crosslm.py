@@ -34,6 +34,11 @@ class CrossLMConfig:
     synthetic_share: float = option(
         0.25, help="Share of each silo's training examples drawn from the synthetic set (when there is one)."
     )
+    probe_steps: int = option(
+        4,
+        help="What the kept samples do to the SLM, reported per round: the round's global SLM trained this many "
+        "steps on them alone, its test accuracy beside the global's own (one SLM evaluation more a round; 0: off).",
+    )
     llm_steps: int = option(4, help="Reward-weighted likelihood steps on the LLM per round.")
     llm_lr: float = option(2e-4, help="Learning rate of the LLM's reward-weighted QLoRA update.")
 
@@ -52,4 +57,5 @@ class CrossLMConfig:
         require(self.max_synthetic > 0, "max_synthetic", "an integer > 0", self.max_synthetic)
         require(0 <= self.synthetic_share < 1, "synthetic_share", "a fraction in [0, 1)", self.synthetic_share)
         require(self.llm_steps >= 0, "llm_steps", "an integer >= 0", self.llm_steps)
+        require(self.probe_steps >= 0, "probe_steps", "an integer >= 0", self.probe_steps)
         require(self.llm_lr > 0, "llm_lr", "a number > 0", self.llm_lr)

@@ -124,6 +124,11 @@ class DataConfig:
 class ClientsConfig:
     num_clients: int = option(3, help="Silos (Flower SuperNodes) in the federation.")
     fraction_train: float = option(1.0, help="Share of connected silos sampled for each training round.")
+    fraction_evaluate: float = option(
+        1.0,
+        help="Share of connected silos that evaluate each round's global adapter on their own validation split "
+        "(federated evaluation, Flower's fraction_evaluate); 0: none, the server's central test alone.",
+    )
     min_clients: int = option(
         0,
         help="Fewest accepted updates a round needs, on top of federation.quorum (a strict majority of the sampled "
@@ -134,6 +139,7 @@ class ClientsConfig:
     def validate(self) -> None:
         require(self.num_clients >= 1, "num_clients", "an integer >= 1", self.num_clients)
         require(0 < self.fraction_train <= 1, "fraction_train", "a fraction in (0, 1]", self.fraction_train)
+        require(0 <= self.fraction_evaluate <= 1, "fraction_evaluate", "a fraction in [0, 1]", self.fraction_evaluate)
         require(0 <= self.min_clients <= self.num_clients, "min_clients", "0..num_clients", self.min_clients)
         require(self.round_timeout_s > 0, "round_timeout_s", "seconds > 0", self.round_timeout_s)
 

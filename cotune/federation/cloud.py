@@ -4,6 +4,7 @@ Holds what the server keeps besides the global SLM adapter — the LLM with its 
 that serves it, and the shared synthetic set — and checkpoints and restores all of it with the round.
 """
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from cotune.data import TaskSplits
 from cotune.data.encoding import label_token_ids
 from cotune.lm.adapted_lm import AdaptedLM
 from cotune.lm.evaluate import label_word_accuracy
+from cotune.federation.evaluation import reuse_memo, slm_test_accuracy
 from cotune.federation.outputs import RunOutputs
 from cotune.federation.queries import ask_scores
 from cotune.models import resolve_model
@@ -118,7 +120,25 @@ class CloudSide:
                 self.metrics.time_row(f"crosslm_{phase}", outcome.metrics[f"seconds_{phase}"], server_round)
         with self.metrics.timed("crosslm_fidelity", server_round):
             fidelity = self._label_fidelity(outcome.synthetic)
-        self.metrics.write({"round": server_round, "kind": "crosslm", **outcome.metrics, **fidelity})
+        probe = {}
+        if self.cfg.crosslm.probe_steps and len(outcome.synthetic):
+            with self.metrics.timed("crosslm_probe", server_round):
+                probe = self._synthetic_probe(outcome.synthetic, server_round)
+        self.metrics.write({"round": server_round, "kind": "crosslm", **outcome.metrics, **fidelity, **probe})
+
+    def _synthetic_probe(self, kept: Dataset, server_round: int) -> dict[str, float]:
+        """The round's global SLM's test accuracy without and with `crosslm.probe_steps` steps on the kept samples
+        alone: what they would do to it, measured on a copy (the global adapter is restored). Without them is
+        the round's own central evaluation, computed here first and read back there (the job's memo)."""
+        state = self.slm.state()
+        without = slm_test_accuracy(self.slm, self.splits, self.cfg, reuse_memo(self.cfg))
+        train = dataclasses.replace(self.cfg.train, steps=self.cfg.crosslm.probe_steps, epochs=0.0)
+        probe_cfg = dataclasses.replace(self.cfg, train=train)
+        self.slm.train(self.splits.task, kept.select_columns(["text", "label"]), probe_cfg, train.seed + server_round,
+                       "synthetic probe")
+        with_them = self.slm.accuracy(self.splits.task, self.splits.test, self.cfg)
+        self.slm.set_state(state)
+        return {"slm_accuracy_without_synthetic": without, "slm_accuracy_with_synthetic": with_them}
 
     def _label_fidelity(self, kept: Dataset) -> dict[str, float]:
         """Do the kept samples carry the label they claim? The updated LLM's and the global SLM's agreement."""

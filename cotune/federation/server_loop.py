@@ -3,7 +3,6 @@
 Flower-facing only through `grid` and the strategy, so the same loop runs in simulation and deployment.
 """
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -18,34 +17,14 @@ from cotune.export.runtime_adapter import write_beside
 from cotune.federation.cloud import CloudSide
 from cotune.federation.records import config_record, from_record, samples_record, to_record
 from cotune.federation.strategies.factory import build_strategy
-from cotune.memo import Memo, fingerprint
+from cotune.federation.evaluation import eval_facts, reuse_memo, slm_test_accuracy
+from cotune.memo import fingerprint
 from cotune.lm.adapter_folder import load_adapter_tensors
 from cotune.federation.outputs import RunOutputs
 from cotune.metrics_log import MetricsLog
 from cotune.server_vllm.engine import GenerationEngine
 
 log = logging.getLogger(__name__)
-
-
-def reuse_memo(cfg: CotuneConfig) -> Memo | None:
-    return Memo(Path(cfg.run.reuse_dir) / "evaluations") if cfg.run.reuse_dir else None
-
-
-def eval_facts(cfg: CotuneConfig) -> dict:
-    """What an evaluation's result depends on besides the model's adapter."""
-    return {
-        "models": dataclasses.asdict(cfg.models), "quantization": dataclasses.asdict(cfg.quantization),
-        "data": dataclasses.asdict(cfg.data), "silos": cfg.clients.num_clients, "lora": dataclasses.asdict(cfg.lora),
-        "eval": [cfg.train.eval_batch_size, cfg.train.max_length],
-    }
-
-
-def slm_test_accuracy(slm: AdaptedLM, splits, cfg: CotuneConfig, memo: Memo | None) -> float:
-    """The SLM's held-out accuracy with its current adapter; the same adapter is evaluated once per job."""
-    compute = lambda: slm.accuracy(splits.task, splits.test, cfg)  # noqa: E731
-    if memo is None:
-        return compute()
-    return memo.value(fingerprint("slm-test", eval_facts(cfg), slm.state()), compute)[0]
 
 
 def log_llm(cloud: CloudSide, metrics: MetricsLog, server_round: int, stage: str) -> None:
@@ -129,9 +108,9 @@ def run_rounds(grid: Grid, cfg: CotuneConfig, out: RunOutputs, engine: Generatio
         registered_examples=[len(c.train) for c in splits.clients],  # what each silo may claim (num-examples)
         norm_history=norm_history(metrics.rows(), start_round),  # a resumed run keeps its trusted norm reference
         fraction_train=cfg.clients.fraction_train,
-        fraction_evaluate=cfg.clients.fraction_train,
+        fraction_evaluate=cfg.clients.fraction_evaluate,
         min_train_nodes=cfg.clients.min_clients or sampled,
-        min_evaluate_nodes=cfg.clients.min_clients or sampled,
+        min_evaluate_nodes=cfg.clients.min_clients or max(1, int(n * cfg.clients.fraction_evaluate)),
         min_available_nodes=cfg.clients.min_clients or n,
     )
     remaining = cfg.rounds.num_rounds - start_round

@@ -205,15 +205,19 @@ def render_report(run_dir: Path, summary: dict, title: str) -> Path:
         lines += [
             "",
             "| round | generated | mean silo score | accepted | kept for silos | LLM / SLM agree with the kept "
-            "samples' labels |",
-            "|---|---|---|---|---|---|",
+            "samples' labels | SLM test accuracy without -> with them |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in cross:
             c = r["crosslm"]
+            probe = (
+                f"{_pct(c['slm_accuracy_without_synthetic'])} -> {_pct(c['slm_accuracy_with_synthetic'])}"
+                if "slm_accuracy_with_synthetic" in c else "-"
+            )
             lines.append(
                 f"| {r['round']} | {c.get('generated', 0)} | {c.get('mean_score', float('nan')):.3f} | "
                 f"{_pct(c.get('acceptance_rate'))} | {c.get('kept', 0)} | "
-                f"{_pct(c.get('llm_agrees_with_label'))} / {_pct(c.get('slm_agrees_with_label'))} |"
+                f"{_pct(c.get('llm_agrees_with_label'))} / {_pct(c.get('slm_agrees_with_label'))} | {probe} |"
             )
     if "edge" in summary:
         e = summary["edge"]

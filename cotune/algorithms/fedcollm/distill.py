@@ -152,10 +152,11 @@ def distill(
     """Train the student's adapter towards the teacher on `batches` (one finite pass; cycled for more steps).
 
     `steps` defaults to `cfg.steps` (or `cfg.epochs` passes). Returns steps, the mean training loss/CE/KL over
-    those steps, the token-mean CE and KL over the batches trained on before and after training (ce_before,
-    kl_before, ce_after, kl_after), how many example-steps were distilled against how many were seen
-    (distilled, examples), the share of examples the teacher was better on at the start, and seconds. The
-    teacher gets no gradient; the student's `.grad` are cleared at the end (it teaches in the next direction).
+    those steps, how many example-steps were distilled against how many were seen (distilled, examples), and
+    seconds. With `cfg.report_fit` also the token-mean CE and KL over the batches trained on before and after
+    training (ce_before, kl_before, ce_after, kl_after) and the share of examples the teacher was better on at
+    the start: two more no-grad passes, so off in the job. The teacher gets no gradient; the student's `.grad`
+    are cleared at the end (it teaches in the next direction).
     """
     from tqdm.auto import tqdm
 
@@ -173,7 +174,7 @@ def distill(
     batches = batches[:steps]  # fewer steps than batches: only the batches trained on are scored
     device = _device(student)
     targets = [teacher_targets(teacher, b, cfg, device, label_ids) for b in batches]
-    before = measure(student, batches, targets, cfg)
+    before = measure(student, batches, targets, cfg) if cfg.report_fit else None
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     student.train()
     logged = []
@@ -185,18 +186,19 @@ def distill(
         optimizer.step()
         logged.append(parts)
     optimizer.zero_grad(set_to_none=True)
-    after = measure(student, batches, targets, cfg)
-    return {
+    result = {
         "steps": steps,
         "loss": float(np.mean([p["loss"] for p in logged])),
         "ce": float(np.mean([p["ce"] for p in logged])),
         "kl": float(np.mean([p["kl"] for p in logged])),
-        "ce_before": before["ce"],
-        "kl_before": before["kl"],
-        "ce_after": after["ce"],
-        "kl_after": after["kl"],
-        "teacher_better_before": before["teacher_better"],
         "distilled": int(sum(p["distilled"] for p in logged)),
         "examples": int(sum(p["examples"] for p in logged)),
-        "seconds": round(time.perf_counter() - start, 3),
     }
+    if before is not None:
+        after = measure(student, batches, targets, cfg)
+        result.update(
+            ce_before=before["ce"], kl_before=before["kl"], ce_after=after["ce"], kl_after=after["kl"],
+            teacher_better_before=before["teacher_better"],
+        )
+    result["seconds"] = round(time.perf_counter() - start, 3)
+    return result
