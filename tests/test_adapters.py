@@ -58,3 +58,13 @@ def test_padding_does_not_change_scores(tiny_path, tokenizer, smoke_splits):
     batched = label_probabilities(model, tokenizer, smoke_splits.task, texts, batch_size=3)
     alone = np.concatenate([label_probabilities(model, tokenizer, smoke_splits.task, [t]) for t in texts])
     assert np.allclose(batched, alone, atol=1e-4)
+
+
+def test_rows_come_back_in_the_callers_order_whatever_the_length_batching(tiny_path, tokenizer, smoke_splits):
+    model, _ = _model(tiny_path)
+    texts = ["a long and winding review of a film that goes on and on about nothing", "short", "a medium one"]
+    batched = label_probabilities(model, tokenizer, smoke_splits.task, texts, batch_size=2)
+    alone = np.concatenate([label_probabilities(model, tokenizer, smoke_splits.task, [t]) for t in texts])
+    assert np.allclose(batched, alone, atol=1e-4)
+    reversed_ = label_probabilities(model, tokenizer, smoke_splits.task, texts[::-1], batch_size=2)
+    assert np.allclose(reversed_[::-1], batched, atol=1e-4)

@@ -21,17 +21,22 @@ def label_probabilities(
     batch_size: int = 32,
     max_length: int = 128,
 ) -> np.ndarray:
-    """(N, num_labels): the model's next-token distribution after each prompt, renormalized over the label words."""
+    """(N, num_labels): the model's next-token distribution after each prompt, renormalized over the label words.
+
+    Prompts are batched shortest first (and the rows put back in order), so a batch pads to a length near its own
+    rather than to the longest of a random draw: fewer padded positions to compute, the same distributions."""
     model.eval()
     ids = torch.tensor(label_token_ids(tokenizer, task))
     device = next(model.parameters()).device
-    out = []
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    out = np.zeros((len(texts), len(ids)), dtype=np.float32)
     for start in range(0, len(texts), batch_size):
-        batch = task_batch(tokenizer, task, texts[start : start + batch_size], None, max_length)
+        rows = order[start : start + batch_size]
+        batch = task_batch(tokenizer, task, [texts[i] for i in rows], None, max_length)
         inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
         logits = model(**inputs, logits_to_keep=1).logits[:, -1].float()
-        out.append(F.softmax(logits[:, ids.to(device)], dim=-1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(ids)))
+        out[rows] = F.softmax(logits[:, ids.to(device)], dim=-1).cpu().numpy()
+    return out
 
 
 def label_word_accuracy(
