@@ -31,6 +31,11 @@ class CrossLMConfig:
     trim_fraction: float = option(0.2, help="Share of scores cut at each end by trimmed_mean.")
     accept_threshold: float = option(0.5, help="Consensus score below which a sample is dropped.")
     max_synthetic: int = option(64, help="Best accepted samples kept as next round's shared synthetic set.")
+    balance_labels: bool = option(
+        False,
+        help="Keep as many samples of each label as of the least accepted one (best first): silos leaning to one "
+        "label otherwise keep a one-sided set. Off until the quality benchmark has measured it (README).",
+    )
     synthetic_share: float = option(
         0.25, help="Share of each silo's training examples drawn from the synthetic set (when there is one)."
     )

@@ -85,7 +85,7 @@ class CrossLMStep:
                 self.max_length, seed=server_round,
             )
             metrics.update(llm_reward_loss=result.mean_loss, seconds_llm_update=round(time.perf_counter() - start, 3))
-        best = select_best(rewards, self.cfg.max_synthetic)
+        best = select_best(rewards, self.cfg.max_synthetic, np.asarray(labels) if self.cfg.balance_labels else None)
         metrics["kept"] = int(len(best))
         kept = samples.select(best).add_column("score", rewards.consensus[best].tolist())
         return CrossLMOutcome(kept, metrics)
