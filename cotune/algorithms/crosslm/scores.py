@@ -61,7 +61,6 @@ def select_best(rewards: Rewards, limit: int, labels: np.ndarray | None = None) 
     order = accepted[np.argsort(-rewards.consensus[accepted], kind="stable")]
     if labels is None:
         return order[:limit]
-    classes = np.unique(labels)
-    per_label = min(limit // len(classes), *(int((labels[order] == c).sum()) for c in classes))
-    keep = np.concatenate([order[labels[order] == c][:per_label] for c in classes])
-    return order[np.isin(order, keep)]
+    by_label = [order[labels[order] == c] for c in np.unique(labels)]  # each label's accepted, best first
+    per_label = min(limit // len(by_label), *(len(ranked) for ranked in by_label))
+    return order[np.isin(order, np.concatenate([ranked[:per_label] for ranked in by_label]))]
