@@ -10,7 +10,9 @@ Arms, per seed (partition and training seeds both = the seed):
 Each arm's figure is `{mean, std, per_seed}`. Writes benchmarks/results/cotune_quality.json.
     .venv/bin/python benchmarks/cotune_quality.py [--seeds 0,1,2] [--test-size 500] [--compare fedavg,fedcollm,crosslm]
 `--compare` names the federated arms besides cotune (fewer arms, shorter run: each is a full federation).
-A seed already measured (its run folder holds metrics.json) is read back, so the script can be resumed.
+A seed already measured is read back, so the script can be resumed: from its run folder's quality.json, or, on a
+fresh clone or machine, from the per-seed entries of the results JSON when they were measured with the same test size,
+compared arms and overrides.
 """
 
 import argparse
@@ -77,6 +79,16 @@ def centralized_llm(cfg, splits) -> tuple[float, float]:
     return llm.accuracy(splits.task, splits.test, cfg), time.perf_counter() - start
 
 
+def measured_before(seed: int, test_size: int, compare: list[str], overrides: list[str]) -> dict | None:
+    """The seed's entry in the results JSON, if that JSON was measured with the same settings."""
+    if not RESULTS.is_file():
+        return None
+    previous = json.loads(RESULTS.read_text())
+    same = (previous.get("test_size"), previous.get("compared"), previous.get("overrides")) == (
+        test_size, compare, overrides)
+    return next((s for s in previous.get("per_seed", []) if same and s["seed"] == seed), None)
+
+
 def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[str], wait_for_quiet, loadavg) -> dict:
     from cotune.data import build_splits
     from cotune.run.job import run_job
@@ -85,6 +97,8 @@ def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[
     done = folder / "quality.json"
     if done.is_file():
         return json.loads(done.read_text())
+    if (before := measured_before(seed, test_size, compare, overrides)) is not None:
+        return before
     cfg = seed_config(seed, test_size, compare, overrides)
     load_before = wait_for_quiet()
     folder.mkdir(parents=True, exist_ok=True)
