@@ -24,3 +24,16 @@ def test_balanced_selection_keeps_as_many_of_each_label_as_the_rarer_one_has():
 def test_a_label_with_no_accepted_sample_leaves_nothing_to_keep():
     rewards = to_rewards(np.array([0.9, 0.8, 0.2]), accept_threshold=0.5)
     assert select_best(rewards, 10, np.array([1, 1, 0])).tolist() == []
+
+
+def test_batch_baseline_rewards_the_label_the_silos_lean_to():
+    rewards = to_rewards(CONSENSUS, accept_threshold=0.5)  # batch mean 0.7
+    np.testing.assert_allclose(rewards.baseline, np.full(7, 0.7))
+    np.testing.assert_allclose(rewards.weights, [0.2, 0.1, 0.25, 0.0, 0.0, 0.0, 0.0], atol=1e-12)
+
+
+def test_per_label_baseline_rewards_the_better_samples_of_each_label():
+    rewards = to_rewards(CONSENSUS, accept_threshold=0.5, groups=LABELS)  # label 1 mean 0.8125, label 0 mean 0.55
+    np.testing.assert_allclose(rewards.baseline, [0.8125] * 4 + [0.55] * 3)
+    np.testing.assert_allclose(rewards.weights, [0.0875, 0.0, 0.1375, 0.0, 0.0, 0.15, 0.0], atol=1e-12)
+    assert rewards.accepted.tolist() == [True, True, True, True, False, True, True]  # the threshold is unchanged

@@ -44,6 +44,12 @@ class CrossLMConfig:
         help="What the kept samples do to the SLM, reported per round: the round's global SLM trained this many "
         "steps on them alone, its test accuracy beside the global's own (one SLM evaluation more a round; 0: off).",
     )
+    reward_baseline: Literal["batch", "per_label"] = option(
+        "batch",
+        help="What a sample's reward is measured against: the mean consensus of the round's batch, or of the "
+        "samples generated for the same label (GRPO-style; silos leaning to one label then do not make the LLM's "
+        "update favour that label). Batch until the quality benchmark has measured per_label (README).",
+    )
     llm_steps: int = option(4, help="Reward-weighted likelihood steps on the LLM per round.")
     llm_lr: float = option(2e-4, help="Learning rate of the LLM's reward-weighted QLoRA update.")
 

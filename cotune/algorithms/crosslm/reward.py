@@ -1,9 +1,10 @@
 """CrossLM's LLM update: reward-weighted likelihood of its own generations, weighted by the silos' feedback.
 
 CrossLM (arXiv:2312.05842), method, step 4: the silos' scores steer the LLM toward the generations they rate
-well. Each sample's weight is its reward (`scores.to_rewards`: advantage over the batch mean, >= 0), so the loss
-is a weighted mean of per-example answer likelihoods, the prompt being the generation request and the answer the
-generated text. It reaches the shared trainer as its `loss_fn`; batches carry the weights in a `weight` column.
+well. Each sample's weight is its reward (`scores.to_rewards`: advantage over the batch's or its label's mean,
+>= 0), so the loss is a weighted mean of per-example answer likelihoods, the prompt being the generation request
+and the answer the generated text. It reaches the shared trainer as its `loss_fn`; batches carry the weights in a
+`weight` column.
 """
 
 from collections.abc import Iterator

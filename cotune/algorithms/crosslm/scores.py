@@ -39,13 +39,20 @@ class Rewards:
     consensus: np.ndarray  # combined score per sample
     weights: np.ndarray  # reward-weighted likelihood weight per sample (advantage over the baseline, >= 0)
     accepted: np.ndarray  # bool per sample: the consensus does not contradict the intended label
-    baseline: float
+    baseline: np.ndarray  # per sample: the mean consensus of its group (the whole batch without groups)
 
 
-def to_rewards(consensus: np.ndarray, accept_threshold: float) -> Rewards:
-    """Advantage over the batch-mean baseline, clipped at 0: the LLM is pulled toward generations the silos
-    rate above average and is never pushed down an unbounded unlikelihood slope by the rest."""
-    baseline = float(consensus.mean()) if len(consensus) else 0.0
+def to_rewards(consensus: np.ndarray, accept_threshold: float, groups: np.ndarray | None = None) -> Rewards:
+    """Advantage over a mean baseline, clipped at 0: the LLM is pulled toward generations the silos rate above
+    average and is never pushed down an unbounded unlikelihood slope by the rest.
+
+    With `groups` (each sample's intended label) the baseline is its group's mean, as GRPO and RLOO compare a
+    sample with the others drawn for the same prompt: silos leaning to one label rate all of that label's samples
+    high, and a batch baseline would then reward the label rather than the better samples of each label."""
+    baseline = np.full(len(consensus), consensus.mean() if len(consensus) else 0.0)
+    if groups is not None:
+        for group in np.unique(groups):
+            baseline[groups == group] = consensus[groups == group].mean()
     weights = np.clip(consensus - baseline, 0.0, None)
     return Rewards(consensus, weights, consensus >= accept_threshold, baseline)
 

@@ -71,7 +71,9 @@ class CrossLMStep:
         if not valid:
             log.warning("round %d: no silo returned usable scores; CrossLM step skipped", server_round)
             return CrossLMOutcome(_empty(), {**metrics, "skipped": "no usable scores"})
-        rewards = to_rewards(combine_scores(valid, self.cfg.aggregate, self.cfg.trim_fraction), self.cfg.accept_threshold)
+        consensus = combine_scores(valid, self.cfg.aggregate, self.cfg.trim_fraction)
+        groups = np.asarray(labels) if self.cfg.reward_baseline == "per_label" else None
+        rewards = to_rewards(consensus, self.cfg.accept_threshold, groups)
         metrics.update(
             scoring_silos=len(valid),
             mean_score=float(rewards.consensus.mean()),
