@@ -12,7 +12,7 @@ Each arm's figure is `{mean, std, per_seed}`. Writes benchmarks/results/cotune_q
 `--compare` names the federated arms besides cotune (fewer arms, shorter run: each is a full federation).
 A seed already measured is read back, so the script can be resumed: from its run folder's quality.json, or, on a
 fresh clone or machine, from the per-seed entries of the results JSON when they were measured with the same test size,
-compared arms and overrides.
+compared arms, overrides and CrossLM label settings (a change of those defaults re-measures).
 """
 
 import argparse
@@ -79,14 +79,20 @@ def centralized_llm(cfg, splits) -> tuple[float, float]:
     return llm.accuracy(splits.task, splits.test, cfg), time.perf_counter() - start
 
 
-def measured_before(seed: int, test_size: int, compare: list[str], overrides: list[str]) -> dict | None:
+def crosslm_labels(cfg) -> dict:
+    """The CrossLM settings `benchmarks/crosslm_label_balance.py` compares, recorded with each seed."""
+    return {"balance_labels": cfg.crosslm.balance_labels, "reward_baseline": cfg.crosslm.reward_baseline}
+
+
+def measured_before(seed: int, cfg, compare: list[str], overrides: list[str]) -> dict | None:
     """The seed's entry in the results JSON, if that JSON was measured with the same settings."""
     if not RESULTS.is_file():
         return None
     previous = json.loads(RESULTS.read_text())
     same = (previous.get("test_size"), previous.get("compared"), previous.get("overrides")) == (
-        test_size, compare, overrides)
-    return next((s for s in previous.get("per_seed", []) if same and s["seed"] == seed), None)
+        cfg.data.test_size, compare, overrides)
+    return next((s for s in previous.get("per_seed", [])
+                 if same and s["seed"] == seed and s.get("crosslm") == crosslm_labels(cfg)), None)
 
 
 def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[str], wait_for_quiet, loadavg) -> dict:
@@ -97,9 +103,9 @@ def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[
     done = folder / "quality.json"
     if done.is_file():
         return json.loads(done.read_text())
-    if (before := measured_before(seed, test_size, compare, overrides)) is not None:
-        return before
     cfg = seed_config(seed, test_size, compare, overrides)
+    if (before := measured_before(seed, cfg, compare, overrides)) is not None:
+        return before
     load_before = wait_for_quiet()
     folder.mkdir(parents=True, exist_ok=True)
     run_job(cfg, folder)
@@ -116,6 +122,7 @@ def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[
     }
     result = {
         "seed": seed,
+        "crosslm": crosslm_labels(cfg),
         "slm_accuracy": {**summary["slm_accuracy"], "centralized": slm_central},
         "llm_accuracy": {**summary["llm_accuracy"], "centralized": llm_central},
         "llm_generalization_ppl": summary["llm_generalization_ppl"],

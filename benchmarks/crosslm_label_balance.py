@@ -1,13 +1,16 @@
-"""Do CrossLM's label fixes help? The quality benchmark's cotune arm re-run with `crosslm.balance_labels=true` and
-`crosslm.reward_baseline='per_label'`, everything else the same (seed, splits, budget, 500-example balanced test).
+"""Do CrossLM's label fixes help? The quality benchmark's cotune arm, measured with `crosslm.balance_labels=false` and
+`crosslm.reward_baseline='batch'`, re-run with them on (`true`, `'per_label'`: the defaults since this benchmark),
+everything else the same (seed, splits, budget, 500-example balanced test).
 
-Why: on the default settings the silos' SLMs lean to one label, accept mostly that label's synthetic samples, and
+Why: with the fixes off the silos' SLMs lean to one label, accept mostly that label's synthetic samples, and
 the LLM's reward-weighted step and the kept set follow them (README, "Co-tuning quality"). The two options keep a
 label-balanced set and measure each sample's reward against its own label's mean.
 
-The other arms (FedAvg, local-only, the default cotune, the LLM's zero-shot, public-only and after) are read from
-`benchmarks/results/cotune_quality.json`, measured by `benchmarks/cotune_quality.py` on the same seeds and test:
-run that first. Writes benchmarks/results/crosslm_label_balance.json.
+The other arms (FedAvg, local-only, cotune with the fixes off, the LLM's zero-shot, public-only and after) are read
+from `benchmarks/results/cotune_quality.json`, measured by `benchmarks/cotune_quality.py` on the same seeds and test
+with the fixes off: run that first (`--set crosslm.balance_labels=false --set "crosslm.reward_baseline='batch'"`; a
+seed recorded without CrossLM settings was measured before the options existed, i.e. off).
+Writes benchmarks/results/crosslm_label_balance.json.
     .venv/bin/python benchmarks/crosslm_label_balance.py [--seeds 0,1,2]
 A seed whose run folder holds label_balance.json is read back, so the script can be resumed.
 """
@@ -22,6 +25,7 @@ QUALITY = Path(__file__).parent / "results" / "cotune_quality.json"
 RESULTS = Path(__file__).parent / "results" / "crosslm_label_balance.json"
 RUNS = Path("runs") / "crosslm_label_balance"
 FIXES = ["crosslm.balance_labels=true", "crosslm.reward_baseline='per_label'"]
+FIXES_OFF = {"balance_labels": False, "reward_baseline": "batch"}
 
 
 def measure_seed(seed: int, test_size: int, wait_for_quiet, loadavg) -> dict:
@@ -75,24 +79,27 @@ def main() -> None:
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     quality = json.loads(QUALITY.read_text())
-    default = {s["seed"]: s for s in quality["per_seed"]}
-    missing = [seed for seed in seeds if seed not in default]
+    off = {s["seed"]: s for s in quality["per_seed"]}
+    missing = [seed for seed in seeds if seed not in off]
     if missing:
         raise SystemExit(f"seeds {missing} are not in {QUALITY}: run benchmarks/cotune_quality.py for them first")
-    fixed = [measure_seed(seed, quality["test_size"], wait_for_quiet, loadavg) for seed in seeds]
+    measured_on = [seed for seed in seeds if off[seed].get("crosslm", FIXES_OFF) != FIXES_OFF]
+    if measured_on:
+        raise SystemExit(f"seeds {measured_on} of {QUALITY} were measured with CrossLM settings other than {FIXES_OFF}")
+    on = [measure_seed(seed, quality["test_size"], wait_for_quiet, loadavg) for seed in seeds]
     slm = {
-        "fedavg": stats([default[s]["slm_accuracy"]["fedavg"] for s in seeds]),
-        "local_only": stats([default[s]["slm_accuracy"]["local_only"] for s in seeds]),
-        "cotune_default": stats([default[s]["slm_accuracy"]["cotune"] for s in seeds]),
-        "cotune_fixed": stats([f["slm_accuracy"] for f in fixed]),
+        "fedavg": stats([off[s]["slm_accuracy"]["fedavg"] for s in seeds]),
+        "local_only": stats([off[s]["slm_accuracy"]["local_only"] for s in seeds]),
+        "cotune_fixes_off": stats([off[s]["slm_accuracy"]["cotune"] for s in seeds]),
+        "cotune_fixes_on": stats([f["slm_accuracy"] for f in on]),
     }
     llm = {
-        "zero_shot": stats([default[s]["llm_accuracy"]["zero_shot"] for s in seeds]),
-        "public_only": stats([default[s]["llm_accuracy"]["public_only"] for s in seeds]),
-        "after_default": stats([default[s]["llm_accuracy"]["after"] for s in seeds]),
-        "after_fixed": stats([f["llm_accuracy"] for f in fixed]),
+        "zero_shot": stats([off[s]["llm_accuracy"]["zero_shot"] for s in seeds]),
+        "public_only": stats([off[s]["llm_accuracy"]["public_only"] for s in seeds]),
+        "after_fixes_off": stats([off[s]["llm_accuracy"]["after"] for s in seeds]),
+        "after_fixes_on": stats([f["llm_accuracy"] for f in on]),
     }
-    ppl = [f["llm_generalization_ppl"] for f in fixed]
+    ppl = [f["llm_generalization_ppl"] for f in on]
     result = {
         "seeds": seeds,
         "test_size": quality["test_size"],
@@ -100,20 +107,20 @@ def main() -> None:
         "slm_accuracy": slm,
         "llm_accuracy": llm,
         "goals_with_fixes": {
-            "cotune_minus_local_only": round(slm["cotune_fixed"]["mean"] - slm["local_only"]["mean"], 4),
-            "cotune_minus_fedavg": round(slm["cotune_fixed"]["mean"] - slm["fedavg"]["mean"], 4),
+            "cotune_minus_local_only": round(slm["cotune_fixes_on"]["mean"] - slm["local_only"]["mean"], 4),
+            "cotune_minus_fedavg": round(slm["cotune_fixes_on"]["mean"] - slm["fedavg"]["mean"], 4),
             "cotune_at_least_fedavg_every_seed": all(
-                f["slm_accuracy"] >= default[s]["slm_accuracy"]["fedavg"] for s, f in zip(seeds, fixed)),
-            "llm_after_minus_zero_shot": round(llm["after_fixed"]["mean"] - llm["zero_shot"]["mean"], 4),
-            "llm_after_minus_public_only": round(llm["after_fixed"]["mean"] - llm["public_only"]["mean"], 4),
+                f["slm_accuracy"] >= off[s]["slm_accuracy"]["fedavg"] for s, f in zip(seeds, on)),
+            "llm_after_minus_zero_shot": round(llm["after_fixes_on"]["mean"] - llm["zero_shot"]["mean"], 4),
+            "llm_after_minus_public_only": round(llm["after_fixes_on"]["mean"] - llm["public_only"]["mean"], 4),
             "ppl_drift": round(statistics.fmean(p["after"] / p["before"] - 1 for p in ppl), 4),
         },
-        "fixed_minus_default": {
-            "slm": round(slm["cotune_fixed"]["mean"] - slm["cotune_default"]["mean"], 4),
-            "llm": round(llm["after_fixed"]["mean"] - llm["after_default"]["mean"], 4),
+        "on_minus_off": {
+            "slm": round(slm["cotune_fixes_on"]["mean"] - slm["cotune_fixes_off"]["mean"], 4),
+            "llm": round(llm["after_fixes_on"]["mean"] - llm["after_fixes_off"]["mean"], 4),
         },
-        "wall_seconds_fixed": stats([f["wall_seconds"] for f in fixed]),
-        "per_seed": fixed,
+        "wall_seconds_fixes_on": stats([f["wall_seconds"] for f in on]),
+        "per_seed": on,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))
