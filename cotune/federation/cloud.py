@@ -15,7 +15,7 @@ from flwr.serverapp import Grid
 
 from cotune.algorithms.crosslm.feedback import label_agreement
 from cotune.algorithms.crosslm.generation import SampleFilters, generate_synthetic, planned_tokens, round_sampling
-from cotune.algorithms.crosslm.step import CrossLMStep
+from cotune.algorithms.crosslm.step import CrossLMStep, read_kept
 from cotune.algorithms.fedcollm.mutual import encode_public_split, mutual_distillation, split_public
 from cotune.config import CotuneConfig
 from cotune.config.algorithms import ALGORITHMS
@@ -173,7 +173,7 @@ class CloudSide:
         if self.llm is not None:
             self.llm.set_state(load_adapter_tensors(folder, "llm_adapter"))
         if self.crosslm and (folder / "synthetic.jsonl").is_file():
-            self.synthetic = Dataset.from_json(str(folder / "synthetic.jsonl"))
+            self.synthetic = read_kept(folder / "synthetic.jsonl")
 
     def close(self) -> None:
         if self.engine is not None and self.owns_engine:

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
@@ -31,6 +32,12 @@ class CrossLMOutcome:
 
 def _empty() -> Dataset:
     return Dataset.from_dict({"text": [], "label": []})
+
+
+def read_kept(path: Path) -> Dataset:
+    """A kept set saved with `Dataset.to_json`. A round that keeps nothing (a label with no accepted sample under
+    `balance_labels`) saves an empty file, which the JSON reader rejects: that is the empty set."""
+    return Dataset.from_json(str(path)) if path.stat().st_size else _empty()
 
 
 class CrossLMStep:
