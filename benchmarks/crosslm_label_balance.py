@@ -21,7 +21,6 @@ import statistics
 import sys
 from pathlib import Path
 
-QUALITY = Path(__file__).parent / "results" / "cotune_quality.json"
 RESULTS = Path(__file__).parent / "results" / "crosslm_label_balance.json"
 RUNS = Path("runs") / "crosslm_label_balance"
 FIXES = ["crosslm.balance_labels=true", "crosslm.reward_baseline='per_label'"]
@@ -62,17 +61,11 @@ def measure_seed(seed: int, test_size: int, wait_for_quiet, loadavg) -> dict:
     return result
 
 
-def stats(values: list[float]) -> dict:
-    return {
-        "mean": round(statistics.fmean(values), 4),
-        "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
-        "per_seed": values,
-    }
-
-
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from _host import loadavg, wait_for_quiet
+    from cotune_quality import RESULTS as QUALITY
+    from cotune_quality import stats
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="0,1,2")
