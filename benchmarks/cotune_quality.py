@@ -95,6 +95,16 @@ def measured_before(seed: int, cfg, compare: list[str], overrides: list[str]) ->
                  if same and s["seed"] == seed and s.get("crosslm") == crosslm_labels(cfg)), None)
 
 
+def federation_seconds(folder: Path, algorithms) -> dict[str, float]:
+    """Each algorithm's federation wall time in a job folder, from its `time` rows."""
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {
+        algorithm: round(sum(r["seconds"] for r in rows if r.get("phase") == "federation"
+                             and r.get("algorithm") == algorithm), 1)
+        for algorithm in algorithms
+    }
+
+
 def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[str], wait_for_quiet, loadavg) -> dict:
     from cotune.data import build_splits
     from cotune.run.job import run_job
@@ -114,12 +124,7 @@ def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[
     slm_central, slm_central_s = centralized_slm(cfg, splits)
     llm_central, llm_central_s = centralized_llm(cfg, splits)
     walls = {e["phase"]: e["seconds"] for e in summary["time"]}
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    federations = {
-        algorithm: round(sum(r["seconds"] for r in rows if r.get("phase") == "federation"
-                             and r.get("algorithm") == algorithm), 1)
-        for algorithm in ("cotune", *compare)
-    }
+    federations = federation_seconds(folder, ("cotune", *compare))
     result = {
         "seed": seed,
         "crosslm": crosslm_labels(cfg),

@@ -1,0 +1,127 @@
+"""Which half of co-tuning does what? FedCoLLM alone and CrossLM alone, on the quality benchmark's seeds, splits,
+budget and 500-example balanced test, beside the arms already measured there.
+
+`cotune = FedAvg + FedCoLLM + CrossLM`: this measures the two middle arms the issue's table names (`fedcollm`,
+`crosslm`), each a full federation with the current defaults (CrossLM's label fixes on), one job per seed
+(`run.algorithm='fedcollm'`, `run.compare=['crosslm']`). The other arms are read back, not re-run:
+- zero-shot, local-only, FedAvg and centralized (SLM), zero-shot, public-only and centralized (LLM) from
+  `benchmarks/results/cotune_quality.json` (they do not depend on CrossLM's settings);
+- cotune at the current defaults (SLM and the LLM after) from `benchmarks/results/crosslm_label_balance.json`.
+Writes benchmarks/results/cotune_ablation.json: `slm_accuracy` and `llm_accuracy` per arm as `{mean, std,
+per_seed}`, `gains` (each arm minus FedAvg for the SLM, minus public-only for the LLM), `wall_seconds` per arm
+and the load average per seed.
+    .venv/bin/python benchmarks/cotune_ablation.py [--seeds 0,1,2]
+A seed whose run folder holds ablation.json is read back, so the script can be resumed.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "cotune_ablation.json"
+RUNS = Path("runs") / "cotune_ablation"
+ARMS = ("fedcollm", "crosslm")
+
+
+def reuse_dir(seed: int) -> list[str]:
+    """The round-1 silo updates and zero-shot evaluations of the seed's earlier runs, if this machine has them
+    (a memo keyed by content: a miss recomputes)."""
+    for earlier in (Path("runs") / "cotune_quality", Path("runs") / "crosslm_label_balance"):
+        if (folder := (earlier / f"seed{seed}" / "reuse").resolve()).is_dir():
+            return [f"run.reuse_dir='{folder}'"]
+    return []
+
+
+def measure_seed(seed: int, test_size: int, wait_for_quiet, loadavg) -> dict:
+    from cotune_quality import federation_seconds
+
+    from cotune.config import load_config
+    from cotune.run.job import run_job
+
+    folder = RUNS / f"seed{seed}"
+    done = folder / "ablation.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    cfg = load_config(
+        None,
+        [
+            f"data.seed={seed}", f"train.seed={seed}", f"data.test_size={test_size}", f"run.algorithm='{ARMS[0]}'",
+            f"run.compare={list(ARMS[1:])!r}", "run.baselines=false", "export.enabled=false", "run.progress=false",
+            *reuse_dir(seed),
+        ],
+    )
+    load_before = wait_for_quiet()
+    folder.mkdir(parents=True, exist_ok=True)
+    run_job(cfg, folder)
+    summary = json.loads((folder / "metrics.json").read_text())
+    arms = {ARMS[0]: summary, **summary.get("compare", {})}
+    result = {
+        "seed": seed,
+        "crosslm": {"balance_labels": cfg.crosslm.balance_labels, "reward_baseline": cfg.crosslm.reward_baseline},
+        "slm_accuracy": {arm: arms[arm]["slm_accuracy"][arm] for arm in ARMS},
+        "llm_accuracy": {arm: arms[arm]["llm_accuracy"]["after"] for arm in ARMS},
+        "llm_generalization_ppl": {arm: arms[arm]["llm_generalization_ppl"] for arm in ARMS},
+        "wall_seconds": federation_seconds(folder, ARMS),
+        "load": {"loadavg_before": load_before, "loadavg_after": loadavg()},
+    }
+    done.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main() -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _host import loadavg, wait_for_quiet
+    from cotune_quality import RESULTS as QUALITY
+    from cotune_quality import stats
+    from crosslm_label_balance import RESULTS as LABEL_BALANCE
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", default="0,1,2")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    quality = json.loads(QUALITY.read_text())
+    base = {s["seed"]: s for s in quality["per_seed"]}
+    cotune = {s["seed"]: s for s in json.loads(LABEL_BALANCE.read_text())["per_seed"]}
+    missing = [seed for seed in seeds if seed not in base or seed not in cotune]
+    if missing:
+        raise SystemExit(f"seeds {missing} lack {QUALITY.name} or {LABEL_BALANCE.name} entries: run those first")
+    ablation = {seed: measure_seed(seed, quality["test_size"], wait_for_quiet, loadavg) for seed in seeds}
+
+    def arm(values: dict[int, float]) -> dict:
+        return stats([values[seed] for seed in seeds])
+
+    slm = {
+        **{a: arm({s: base[s]["slm_accuracy"][a] for s in seeds}) for a in ("zero_shot", "local_only", "fedavg")},
+        **{a: arm({s: ablation[s]["slm_accuracy"][a] for s in seeds}) for a in ARMS},
+        "cotune": arm({s: cotune[s]["slm_accuracy"] for s in seeds}),
+        "centralized": arm({s: base[s]["slm_accuracy"]["centralized"] for s in seeds}),
+    }
+    llm = {
+        **{a: arm({s: base[s]["llm_accuracy"][a] for s in seeds}) for a in ("zero_shot", "public_only")},
+        **{f"after_{a}": arm({s: ablation[s]["llm_accuracy"][a] for s in seeds}) for a in ARMS},
+        "after_cotune": arm({s: cotune[s]["llm_accuracy"] for s in seeds}),
+        "centralized": arm({s: base[s]["llm_accuracy"]["centralized"] for s in seeds}),
+    }
+    result = {
+        "seeds": seeds,
+        "test_size": quality["test_size"],
+        "slm_accuracy": slm,
+        "llm_accuracy": llm,
+        "gains": {
+            "slm_minus_fedavg": {a: round(slm[a]["mean"] - slm["fedavg"]["mean"], 4) for a in (*ARMS, "cotune")},
+            "llm_minus_public_only": {
+                a: round(llm[f"after_{a}"]["mean"] - llm["public_only"]["mean"], 4) for a in (*ARMS, "cotune")
+            },
+        },
+        "wall_seconds": {a: stats([ablation[s]["wall_seconds"][a] for s in seeds]) for a in ARMS},
+        "per_seed": [ablation[s] for s in seeds],
+        "load": [{"seed": s, **ablation[s]["load"]} for s in seeds],
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("slm_accuracy", "llm_accuracy", "gains")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
