@@ -24,37 +24,16 @@ RUNS = Path("runs") / "cotune_ablation"
 ARMS = ("fedcollm", "crosslm")
 
 
-def reuse_dir(seed: int) -> list[str]:
-    """The round-1 silo updates and zero-shot evaluations of the seed's earlier runs, if this machine has them
-    (a memo keyed by content: a miss recomputes)."""
-    for earlier in (Path("runs") / "cotune_quality", Path("runs") / "crosslm_label_balance"):
-        if (folder := (earlier / f"seed{seed}" / "reuse").resolve()).is_dir():
-            return [f"run.reuse_dir='{folder}'"]
-    return []
-
-
-def measure_seed(seed: int, test_size: int, wait_for_quiet, loadavg) -> dict:
+def measure_seed(seed: int, test_size: int) -> dict:
+    from _seeded_job import run_seeded_job
     from cotune_quality import federation_seconds
-
-    from cotune.config import load_config
-    from cotune.run.job import run_job
 
     folder = RUNS / f"seed{seed}"
     done = folder / "ablation.json"
     if done.is_file():
         return json.loads(done.read_text())
-    cfg = load_config(
-        None,
-        [
-            f"data.seed={seed}", f"train.seed={seed}", f"data.test_size={test_size}", f"run.algorithm='{ARMS[0]}'",
-            f"run.compare={list(ARMS[1:])!r}", "run.baselines=false", "export.enabled=false", "run.progress=false",
-            *reuse_dir(seed),
-        ],
-    )
-    load_before = wait_for_quiet()
-    folder.mkdir(parents=True, exist_ok=True)
-    run_job(cfg, folder)
-    summary = json.loads((folder / "metrics.json").read_text())
+    overrides = [f"run.algorithm='{ARMS[0]}'", f"run.compare={list(ARMS[1:])!r}", "run.baselines=false"]
+    summary, load, cfg = run_seeded_job(seed, test_size, folder, overrides)
     arms = {ARMS[0]: summary, **summary.get("compare", {})}
     result = {
         "seed": seed,
@@ -63,7 +42,7 @@ def measure_seed(seed: int, test_size: int, wait_for_quiet, loadavg) -> dict:
         "llm_accuracy": {arm: arms[arm]["llm_accuracy"]["after"] for arm in ARMS},
         "llm_generalization_ppl": {arm: arms[arm]["llm_generalization_ppl"] for arm in ARMS},
         "wall_seconds": federation_seconds(folder, ARMS),
-        "load": {"loadavg_before": load_before, "loadavg_after": loadavg()},
+        "load": load,
     }
     done.write_text(json.dumps(result, indent=2))
     return result
@@ -71,7 +50,6 @@ def measure_seed(seed: int, test_size: int, wait_for_quiet, loadavg) -> dict:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from _host import loadavg, wait_for_quiet
     from cotune_quality import RESULTS as QUALITY
     from cotune_quality import stats
     from crosslm_label_balance import RESULTS as LABEL_BALANCE
@@ -86,7 +64,7 @@ def main() -> None:
     missing = [seed for seed in seeds if seed not in base or seed not in cotune]
     if missing:
         raise SystemExit(f"seeds {missing} lack {QUALITY.name} or {LABEL_BALANCE.name} entries: run those first")
-    ablation = {seed: measure_seed(seed, quality["test_size"], wait_for_quiet, loadavg) for seed in seeds}
+    ablation = {seed: measure_seed(seed, quality["test_size"]) for seed in seeds}
 
     def arm(values: dict[int, float]) -> dict:
         return stats([values[seed] for seed in seeds])

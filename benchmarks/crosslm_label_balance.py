@@ -27,27 +27,15 @@ FIXES = ["crosslm.balance_labels=true", "crosslm.reward_baseline='per_label'"]
 FIXES_OFF = {"balance_labels": False, "reward_baseline": "batch"}
 
 
-def measure_seed(seed: int, test_size: int, wait_for_quiet, loadavg) -> dict:
-    from cotune.config import load_config
-    from cotune.run.job import run_job
+def measure_seed(seed: int, test_size: int) -> dict:
+    from _seeded_job import run_seeded_job
 
     folder = RUNS / f"seed{seed}"
     done = folder / "label_balance.json"
     if done.is_file():
         return json.loads(done.read_text())
-    reuse = (Path("runs") / "cotune_quality" / f"seed{seed}" / "reuse").resolve()  # its round-1 silo updates
-    cfg = load_config(
-        None,
-        [
-            *FIXES, f"data.seed={seed}", f"train.seed={seed}", f"data.test_size={test_size}",
-            "run.algorithm='cotune'", "run.compare=[]", "run.baselines=false", "export.enabled=false",
-            "run.progress=false", *([f"run.reuse_dir='{reuse}'"] if reuse.is_dir() else []),
-        ],
-    )
-    load_before = wait_for_quiet()
-    folder.mkdir(parents=True, exist_ok=True)
-    run_job(cfg, folder)
-    summary = json.loads((folder / "metrics.json").read_text())
+    overrides = [*FIXES, "run.algorithm='cotune'", "run.compare=[]", "run.baselines=false"]
+    summary, load, _ = run_seeded_job(seed, test_size, folder, overrides)
     result = {
         "seed": seed,
         "slm_accuracy": summary["slm_accuracy"]["cotune"],
@@ -55,7 +43,7 @@ def measure_seed(seed: int, test_size: int, wait_for_quiet, loadavg) -> dict:
         "llm_generalization_ppl": summary["llm_generalization_ppl"],
         "crosslm_rounds": [r.get("crosslm") for r in summary["rounds"] if "crosslm" in r],
         "wall_seconds": summary["wall_seconds"],
-        "load": {"loadavg_before": load_before, "loadavg_after": loadavg()},
+        "load": load,
     }
     done.write_text(json.dumps(result, indent=2))
     return result
@@ -63,7 +51,6 @@ def measure_seed(seed: int, test_size: int, wait_for_quiet, loadavg) -> dict:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from _host import loadavg, wait_for_quiet
     from cotune_quality import RESULTS as QUALITY
     from cotune_quality import stats
 
@@ -79,7 +66,7 @@ def main() -> None:
     measured_on = [seed for seed in seeds if off[seed].get("crosslm", FIXES_OFF) != FIXES_OFF]
     if measured_on:
         raise SystemExit(f"seeds {measured_on} of {QUALITY} were measured with CrossLM settings other than {FIXES_OFF}")
-    on = [measure_seed(seed, quality["test_size"], wait_for_quiet, loadavg) for seed in seeds]
+    on = [measure_seed(seed, quality["test_size"]) for seed in seeds]
     slm = {
         "fedavg": stats([off[s]["slm_accuracy"]["fedavg"] for s in seeds]),
         "local_only": stats([off[s]["slm_accuracy"]["local_only"] for s in seeds]),
