@@ -9,7 +9,8 @@ import torch
 
 from cotune.config.fedcollm import FedCoLLMConfig
 from cotune.algorithms.fedcollm.distill import distill
-from cotune.algorithms.fedcollm.loss import label_word_kl, label_word_probs
+from cotune.algorithms.fedcollm.distill import gate_loss
+from cotune.algorithms.fedcollm.loss import label_word_ce, label_word_kl, label_word_probs, per_example_ce
 from cotune.algorithms.fedcollm.mutual import encode_public_split
 from cotune.config import load_config
 from cotune.data.encoding import label_token_ids
@@ -36,6 +37,39 @@ def test_label_word_kl_equals_the_hand_computed_value():
     assert label_word_kl(student, label_word_probs(student, label_ids, t), label_ids, t).abs().max() < 1e-6
 
 
+def _answers():
+    """Two examples, vocabulary of 4, label words 1 and 3; answers are a label word then token 2 (its end)."""
+    targets = torch.tensor([[1, 2], [3, 2]])
+    logits = torch.tensor([
+        [[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0]],
+        [[0.0, 0.5, 0.0, 1.5], [0.0, 0.0, 0.0, 0.0]],
+    ])
+    return logits, targets, torch.tensor([1, 3])
+
+
+def test_label_word_ce_equals_the_hand_computed_value():
+    logits, targets, label_ids = _answers()
+    want = [-math.log(math.exp(1.0) / (math.exp(1.0) + 1.0)), -math.log(math.exp(1.5) / (math.exp(0.5) + math.exp(1.5)))]
+    assert label_word_ce(logits, targets, label_ids).tolist() == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="not one of the task's label words"):
+        label_word_ce(logits, torch.tensor([[0, 2], [3, 2]]), label_ids)
+
+
+def test_the_distilled_gate_closes_where_a_teacher_is_surer_of_the_format_but_wrong_on_the_label():
+    targets, label_ids = torch.tensor([[1, 2]]), torch.tensor([1, 3])
+    # The teacher puts its mass on the label words and the end token, but prefers the wrong label word (3).
+    teacher = torch.tensor([[[-9.0, 4.0, -9.0, 5.0], [-9.0, -9.0, 9.0, -9.0]]])
+    # The student spreads mass over the other tokens (a worse answer CE) but prefers the right label word (1).
+    student = torch.tensor([[[3.0, 1.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0]]])
+    assert per_example_ce(teacher, targets) < per_example_ce(student, targets)  # answer CE: the teacher looks better
+    assert label_word_ce(teacher, targets, label_ids) > label_word_ce(student, targets, label_ids)
+    answer, distilled = FedCoLLMConfig(gate_loss="answer"), FedCoLLMConfig(gate_loss="distilled")
+    assert gate_loss(teacher, targets, answer, label_ids) < gate_loss(student, targets, answer, label_ids)  # opens
+    assert gate_loss(teacher, targets, distilled, label_ids) > gate_loss(student, targets, distilled, label_ids)
+    # With top-k targets (no label ids) what is distilled is the answer: both settings compare the answer CE.
+    assert gate_loss(teacher, targets, distilled, None) == per_example_ce(teacher, targets)
+
+
 @pytest.fixture(scope="module")
 def setting(tokenizer, smoke_splits):
     lora = load_config(None, ["lora.dropout=0.0"]).lora
@@ -53,16 +87,21 @@ def _predictions(model, tokenizer, task, data) -> np.ndarray:
     return label_probabilities(model, tokenizer, task, data["text"], 16, 64).argmax(1)
 
 
-def test_a_near_uniform_teacher_leaves_a_trained_students_accuracy_unchanged(tokenizer, setting):
+@pytest.mark.parametrize("gate_loss_on", ["answer", "distilled"])
+def test_a_near_uniform_teacher_leaves_a_trained_students_accuracy_unchanged(tokenizer, setting, gate_loss_on):
     student, teacher, task, data, label_ids = setting
     labels = np.asarray(data["label"])
     before = _predictions(student, tokenizer, task, data)
     assert (before == labels).mean() == 1.0  # the student learned its examples: the teacher is far worse
     batches = encode_public_split(tokenizer, task, data, 8, 64)
     # A KL weight 100x the default, so that without the gate the teacher would dominate the step.
-    cfg = FedCoLLMConfig(steps=4, lr=3e-3, kd_weight=10.0, report_fit=True)
+    cfg = FedCoLLMConfig(steps=4, lr=3e-3, kd_weight=10.0, report_fit=True, gate_loss=gate_loss_on)
     metrics = distill(student, teacher, batches, cfg, label_ids)
-    assert metrics["teacher_better_before"] == 0.0 and metrics["distilled"] == 0
+    assert metrics["teacher_better_before"] == 0.0
+    if gate_loss_on == "answer":
+        assert metrics["distilled"] == 0
+    else:  # opens only where a CE step left the student's label below the teacher's ~50%: the KL pulls it back up
+        assert metrics["distilled"] <= 2
     after = _predictions(student, tokenizer, task, data)
     assert (after == labels).mean() == (before == labels).mean()
 

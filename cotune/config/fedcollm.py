@@ -30,6 +30,13 @@ class FedCoLLMConfig:
         help="Distil an example only while the teacher's loss on its label is below the student's (FedMKT's "
         "DualMinCE): a teacher cannot pull the student away where the student already knows better.",
     )
+    gate_loss: Literal["answer", "distilled"] = option(
+        "answer",
+        help="The loss the gate compares teacher and student on: their CE over the answer tokens (FedMKT's "
+        "DualMinCE), or over what is distilled — the label words renormalized for targets = 'label_words' (the "
+        "answer CE for 'topk'). The answer CE counts a teacher that puts more mass on the answer's format as better "
+        "even where its label is the wrong one, and the KL then pulls the student toward that label.",
+    )
     order: Literal["llm_to_slm_first", "slm_to_llm_first"] = option(
         "slm_to_llm_first",
         help="Which direction is distilled first each round. SLM -> LLM first: the LLM learns from the round's "

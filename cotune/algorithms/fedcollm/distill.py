@@ -8,7 +8,9 @@ trainer's `answer_logits`), so full-vocabulary logits exist only where the loss 
 
 With `gate = "teacher_better"` an example's KL term counts only while the teacher's loss on its label is below
 the student's current one (FedMKT's DualMinCE, per example): a near-chance teacher distils on almost nothing
-once the student knows the task, and the CE on the labels carries the step.
+once the student knows the task, and the CE on the labels carries the step. The loss compared is the answer's
+CE, or with `gate_loss = "distilled"` the CE over what the KL matches (the renormalized label words): there the
+gate opens only where the teacher's label is the more right one, so the KL never pulls toward a wrong label.
 """
 
 import time
@@ -24,6 +26,7 @@ from cotune.config.fedcollm import FedCoLLMConfig
 from cotune.algorithms.fedcollm.loss import (
     check_same_vocab,
     first_answer_logits,
+    label_word_ce,
     label_word_kl,
     label_word_probs,
     masked_responses,
@@ -39,9 +42,9 @@ Batch = dict[str, torch.Tensor]
 
 @dataclass
 class Targets:
-    """A teacher's view of one batch: its loss per example (B,), and the distribution the student matches."""
+    """A teacher's view of one batch: its gate loss per example (B,), and the distribution the student matches."""
 
-    teacher_ce: torch.Tensor
+    teacher_loss: torch.Tensor
     probs: torch.Tensor  # (B, C) over label words, or (N, k) top-k per response token
     indices: torch.Tensor | None = None  # (N, k) vocabulary ids of the top-k; None for label words
     label_ids: torch.Tensor | None = None  # (C,) label words' first token ids; None for top-k
@@ -72,6 +75,15 @@ def _label_tensor(cfg: FedCoLLMConfig, label_ids: Sequence[int] | None) -> torch
     return torch.tensor(list(label_ids), dtype=torch.long)
 
 
+def gate_loss(
+    logits: torch.Tensor, tokens: torch.Tensor, cfg: FedCoLLMConfig, label_ids: torch.Tensor | None
+) -> torch.Tensor:
+    """(B,) per-example loss on which the gate compares teacher and student (`cfg.gate_loss`)."""
+    if cfg.gate_loss == "distilled" and label_ids is not None:
+        return label_word_ce(logits, tokens, label_ids)
+    return per_example_ce(logits, tokens)
+
+
 @torch.no_grad()
 def teacher_targets(
     teacher: torch.nn.Module,
@@ -83,8 +95,8 @@ def teacher_targets(
     """The teacher's loss per example and its target distribution on `batch`, placed on the student's device."""
     teacher.eval()
     logits, tokens = answer_logits(teacher, _on(batch, _device(teacher)))
-    ce = per_example_ce(logits, tokens).to(device)
     ids = _label_tensor(cfg, label_ids)
+    ce = gate_loss(logits, tokens, cfg, ids).to(device)
     if ids is not None:
         probs = label_word_probs(first_answer_logits(logits, tokens), ids.to(logits.device), cfg.temperature)
         return Targets(ce, probs.to(device), label_ids=ids.to(device))
@@ -112,7 +124,7 @@ def batch_loss(
         kl_example = torch.zeros(logits.shape[0], device=kl_token.device).index_add(0, owner, kl_token)
         kl_example = kl_example / mask.sum(1).clamp(min=1)
     if cfg.gate == "teacher_better":
-        open_ = targets.teacher_ce < per_example_ce(logits, tokens).detach()
+        open_ = targets.teacher_loss < gate_loss(logits, tokens, cfg, targets.label_ids).detach()
     else:
         open_ = torch.ones_like(kl_example, dtype=torch.bool)
     kl = (kl_example * open_).mean()

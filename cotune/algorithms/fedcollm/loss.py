@@ -75,6 +75,19 @@ def first_answer_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return logits[torch.arange(logits.shape[0]), first].float()
 
 
+def label_word_ce(logits: torch.Tensor, targets: torch.Tensor, label_ids: torch.Tensor) -> torch.Tensor:
+    """(B, A, V) shifted answer logits, (B, A) targets, (C,) label words' first tokens -> (B,): each example's CE of
+    its label word with the distribution renormalized over the label words (T = 1). It measures the decision the
+    task reads, apart from the mass a model puts on the answer's other tokens (its format)."""
+    mask = targets != IGNORE
+    first = first_answer_logits(logits, targets)
+    words = targets[torch.arange(targets.shape[0]), mask.float().argmax(1)]
+    match = words[:, None] == label_ids[None, :].to(words.device)
+    if not match.any(1).all():
+        raise ValueError("an example's first answer token is not one of the task's label words: label_ids do not match")
+    return F.cross_entropy(first[:, label_ids.to(first.device)], match.float().argmax(1), reduction="none")
+
+
 def label_word_probs(logits: torch.Tensor, label_ids: torch.Tensor, temperature: float) -> torch.Tensor:
     """(B, V) -> (B, C): the distribution renormalized over the C label words, at `temperature`."""
     return F.softmax(logits[:, label_ids] / temperature, dim=-1)
