@@ -1,12 +1,31 @@
 """One seeded `cotune run` of a quality benchmark: the job at the benchmark's seed, test size and overrides, on a
 quiet host, in its own run folder; what the benchmarks read back is that folder's `metrics.json`."""
 
+import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from _host import loadavg, wait_for_quiet
 
-EARLIER_RUNS = (Path("runs") / "cotune_quality", Path("runs") / "crosslm_label_balance")
+EARLIER_RUNS = tuple(Path("runs") / name for name in ("cotune_quality", "crosslm_label_balance", "distill_gate"))
+
+
+def seeds_from_args(description: str) -> list[int]:
+    """The `--seeds 0,1,2` every quality benchmark takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seeds", default="0,1,2")
+    return [int(s) for s in parser.parse_args().seeds.split(",")]
+
+
+def earlier_per_seed(seeds: list[int], *results: Path) -> list[dict[int, dict]]:
+    """Each earlier benchmark's `per_seed` entries by seed; stops with what to run first if a seed is missing."""
+    by_seed = [{s["seed"]: s for s in json.loads(path.read_text())["per_seed"]} for path in results]
+    missing = sorted({seed for seed in seeds for entries in by_seed if seed not in entries})
+    if missing:
+        names = ", ".join(path.name for path in results)
+        raise SystemExit(f"seeds {missing} lack entries in {names}: run those benchmarks for them first")
+    return by_seed
 
 
 def reuse_override(seed: int) -> list[str]:
@@ -36,3 +55,18 @@ def run_seeded_job(seed: int, test_size: int, folder: Path, overrides: list[str]
     run_job(cfg, folder)
     summary = json.loads((folder / "metrics.json").read_text())
     return summary, {"loadavg_before": load_before, "loadavg_after": loadavg()}, cfg
+
+
+def seed_result(
+    folder: Path, done_name: str, seed: int, test_size: int, overrides: list[str],
+    keep: Callable[[dict, object], dict],
+) -> dict:
+    """One seed of a benchmark arm: read back from `folder/done_name` if an earlier run left it (the benchmarks
+    resume), else one seeded job whose `keep(summary, cfg)` is stored with the seed and the load average."""
+    done = folder / done_name
+    if done.is_file():
+        return json.loads(done.read_text())
+    summary, load, cfg = run_seeded_job(seed, test_size, folder, overrides)
+    result = {"seed": seed, **keep(summary, cfg), "load": load}
+    done.write_text(json.dumps(result, indent=2))
+    return result

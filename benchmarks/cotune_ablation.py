@@ -14,7 +14,6 @@ and the load average per seed.
 A seed whose run folder holds ablation.json is read back, so the script can be resumed.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,45 +24,35 @@ ARMS = ("fedcollm", "crosslm")
 
 
 def measure_seed(seed: int, test_size: int) -> dict:
-    from _seeded_job import run_seeded_job
+    from _seeded_job import seed_result
     from cotune_quality import federation_seconds
 
     folder = RUNS / f"seed{seed}"
-    done = folder / "ablation.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+
+    def keep(summary: dict, cfg) -> dict:
+        arms = {ARMS[0]: summary, **summary.get("compare", {})}
+        return {
+            "crosslm": {"balance_labels": cfg.crosslm.balance_labels, "reward_baseline": cfg.crosslm.reward_baseline},
+            "slm_accuracy": {arm: arms[arm]["slm_accuracy"][arm] for arm in ARMS},
+            "llm_accuracy": {arm: arms[arm]["llm_accuracy"]["after"] for arm in ARMS},
+            "llm_generalization_ppl": {arm: arms[arm]["llm_generalization_ppl"] for arm in ARMS},
+            "wall_seconds": federation_seconds(folder, ARMS),
+        }
+
     overrides = [f"run.algorithm='{ARMS[0]}'", f"run.compare={list(ARMS[1:])!r}", "run.baselines=false"]
-    summary, load, cfg = run_seeded_job(seed, test_size, folder, overrides)
-    arms = {ARMS[0]: summary, **summary.get("compare", {})}
-    result = {
-        "seed": seed,
-        "crosslm": {"balance_labels": cfg.crosslm.balance_labels, "reward_baseline": cfg.crosslm.reward_baseline},
-        "slm_accuracy": {arm: arms[arm]["slm_accuracy"][arm] for arm in ARMS},
-        "llm_accuracy": {arm: arms[arm]["llm_accuracy"]["after"] for arm in ARMS},
-        "llm_generalization_ppl": {arm: arms[arm]["llm_generalization_ppl"] for arm in ARMS},
-        "wall_seconds": federation_seconds(folder, ARMS),
-        "load": load,
-    }
-    done.write_text(json.dumps(result, indent=2))
-    return result
+    return seed_result(folder, "ablation.json", seed, test_size, overrides, keep)
 
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
+    from _seeded_job import earlier_per_seed, seeds_from_args
     from cotune_quality import RESULTS as QUALITY
     from cotune_quality import stats
     from crosslm_label_balance import RESULTS as LABEL_BALANCE
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seeds", default="0,1,2")
-    args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = seeds_from_args(__doc__)
     quality = json.loads(QUALITY.read_text())
-    base = {s["seed"]: s for s in quality["per_seed"]}
-    cotune = {s["seed"]: s for s in json.loads(LABEL_BALANCE.read_text())["per_seed"]}
-    missing = [seed for seed in seeds if seed not in base or seed not in cotune]
-    if missing:
-        raise SystemExit(f"seeds {missing} lack {QUALITY.name} or {LABEL_BALANCE.name} entries: run those first")
+    base, cotune = earlier_per_seed(seeds, QUALITY, LABEL_BALANCE)
     ablation = {seed: measure_seed(seed, quality["test_size"]) for seed in seeds}
 
     def arm(values: dict[int, float]) -> dict:

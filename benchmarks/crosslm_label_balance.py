@@ -15,7 +15,6 @@ Writes benchmarks/results/crosslm_label_balance.json.
 A seed whose run folder holds label_balance.json is read back, so the script can be resumed.
 """
 
-import argparse
 import json
 import statistics
 import sys
@@ -28,41 +27,30 @@ FIXES_OFF = {"balance_labels": False, "reward_baseline": "batch"}
 
 
 def measure_seed(seed: int, test_size: int) -> dict:
-    from _seeded_job import run_seeded_job
+    from _seeded_job import seed_result
 
-    folder = RUNS / f"seed{seed}"
-    done = folder / "label_balance.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    def keep(summary: dict, _cfg: object) -> dict:
+        return {
+            "slm_accuracy": summary["slm_accuracy"]["cotune"],
+            "llm_accuracy": summary["llm_accuracy"]["after"],
+            "llm_generalization_ppl": summary["llm_generalization_ppl"],
+            "crosslm_rounds": [r.get("crosslm") for r in summary["rounds"] if "crosslm" in r],
+            "wall_seconds": summary["wall_seconds"],
+        }
+
     overrides = [*FIXES, "run.algorithm='cotune'", "run.compare=[]", "run.baselines=false"]
-    summary, load, _ = run_seeded_job(seed, test_size, folder, overrides)
-    result = {
-        "seed": seed,
-        "slm_accuracy": summary["slm_accuracy"]["cotune"],
-        "llm_accuracy": summary["llm_accuracy"]["after"],
-        "llm_generalization_ppl": summary["llm_generalization_ppl"],
-        "crosslm_rounds": [r.get("crosslm") for r in summary["rounds"] if "crosslm" in r],
-        "wall_seconds": summary["wall_seconds"],
-        "load": load,
-    }
-    done.write_text(json.dumps(result, indent=2))
-    return result
+    return seed_result(RUNS / f"seed{seed}", "label_balance.json", seed, test_size, overrides, keep)
 
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
+    from _seeded_job import earlier_per_seed, seeds_from_args
     from cotune_quality import RESULTS as QUALITY
     from cotune_quality import stats
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seeds", default="0,1,2")
-    args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = seeds_from_args(__doc__)
     quality = json.loads(QUALITY.read_text())
-    off = {s["seed"]: s for s in quality["per_seed"]}
-    missing = [seed for seed in seeds if seed not in off]
-    if missing:
-        raise SystemExit(f"seeds {missing} are not in {QUALITY}: run benchmarks/cotune_quality.py for them first")
+    (off,) = earlier_per_seed(seeds, QUALITY)
     measured_on = [seed for seed in seeds if off[seed].get("crosslm", FIXES_OFF) != FIXES_OFF]
     if measured_on:
         raise SystemExit(f"seeds {measured_on} of {QUALITY} were measured with CrossLM settings other than {FIXES_OFF}")
