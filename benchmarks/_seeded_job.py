@@ -8,6 +8,7 @@ from pathlib import Path
 
 from _host import loadavg, wait_for_quiet
 
+COTUNE_ONLY = ["run.algorithm='cotune'", "run.compare=[]", "run.baselines=false"]
 EARLIER_RUNS = tuple(Path("runs") / name for name in ("cotune_quality", "crosslm_label_balance", "distill_gate"))
 
 
@@ -18,14 +19,25 @@ def seeds_from_args(description: str) -> list[int]:
     return [int(s) for s in parser.parse_args().seeds.split(",")]
 
 
-def earlier_per_seed(seeds: list[int], *results: Path) -> list[dict[int, dict]]:
-    """Each earlier benchmark's `per_seed` entries by seed; stops with what to run first if a seed is missing."""
-    by_seed = [{s["seed"]: s for s in json.loads(path.read_text())["per_seed"]} for path in results]
-    missing = sorted({seed for seed in seeds for entries in by_seed if seed not in entries})
-    if missing:
-        names = ", ".join(path.name for path in results)
-        raise SystemExit(f"seeds {missing} lack entries in {names}: run those benchmarks for them first")
-    return by_seed
+def quality_at_defaults(seeds: list[int]) -> tuple[dict, dict[int, dict]]:
+    """`cotune_quality.json` and its entries by seed, checked to be measured at today's defaults (no overrides,
+    CrossLM's label settings as configured now): the arms read back from it stand for the current code."""
+    from cotune_quality import RESULTS, crosslm_labels
+
+    from cotune.config import load_config
+
+    quality = json.loads(RESULTS.read_text())
+    per_seed = {s["seed"]: s for s in quality["per_seed"]}
+    if missing := [seed for seed in seeds if seed not in per_seed]:
+        raise SystemExit(f"seeds {missing} lack entries in {RESULTS}: run benchmarks/cotune_quality.py for them first")
+    defaults = crosslm_labels(load_config(None, []))
+    other = [seed for seed in seeds if per_seed[seed].get("crosslm") != defaults]
+    if quality.get("overrides") or other:
+        raise SystemExit(
+            f"{RESULTS} was not measured at today's defaults (overrides {quality.get('overrides')}; seeds {other} with "
+            f"CrossLM settings other than {defaults}): re-run benchmarks/cotune_quality.py first"
+        )
+    return quality, per_seed
 
 
 def reuse_override(seed: int) -> list[str]:
@@ -55,6 +67,17 @@ def run_seeded_job(seed: int, test_size: int, folder: Path, overrides: list[str]
     run_job(cfg, folder)
     summary = json.loads((folder / "metrics.json").read_text())
     return summary, {"loadavg_before": load_before, "loadavg_after": loadavg()}, cfg
+
+
+def cotune_arm(summary: dict) -> dict:
+    """What a benchmark keeps of a cotune-only job (`COTUNE_ONLY`): both models' test accuracy, the LLM's perplexity
+    on the other-domain text, and the job's wall seconds."""
+    return {
+        "slm_accuracy": summary["slm_accuracy"]["cotune"],
+        "llm_accuracy": summary["llm_accuracy"]["after"],
+        "llm_generalization_ppl": summary["llm_generalization_ppl"],
+        "wall_seconds": summary["wall_seconds"],
+    }
 
 
 def seed_result(

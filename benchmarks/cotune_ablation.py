@@ -3,10 +3,10 @@ budget and 500-example balanced test, beside the arms already measured there.
 
 `cotune = FedAvg + FedCoLLM + CrossLM`: this measures the two middle arms the issue's table names (`fedcollm`,
 `crosslm`), each a full federation with the current defaults (CrossLM's label fixes on), one job per seed
-(`run.algorithm='fedcollm'`, `run.compare=['crosslm']`). The other arms are read back, not re-run:
-- zero-shot, local-only, FedAvg and centralized (SLM), zero-shot, public-only and centralized (LLM) from
-  `benchmarks/results/cotune_quality.json` (they do not depend on CrossLM's settings);
-- cotune at the current defaults (SLM and the LLM after) from `benchmarks/results/crosslm_label_balance.json`.
+(`run.algorithm='fedcollm'`, `run.compare=['crosslm']`), so that the LLM each of them leaves is measured too. The
+other arms are read back, not re-run, from `benchmarks/results/cotune_quality.json` (run that first, at the
+defaults): zero-shot, local-only, FedAvg, cotune and centralized (SLM); zero-shot, public-only, after co-tuning and
+centralized (LLM).
 Writes benchmarks/results/cotune_ablation.json: `slm_accuracy` and `llm_accuracy` per arm as `{mean, std,
 per_seed}`, `gains` (each arm minus FedAvg for the SLM, minus public-only for the LLM), `wall_seconds` per arm
 and the load average per seed.
@@ -45,14 +45,11 @@ def measure_seed(seed: int, test_size: int) -> dict:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from _seeded_job import earlier_per_seed, seeds_from_args
-    from cotune_quality import RESULTS as QUALITY
+    from _seeded_job import quality_at_defaults, seeds_from_args
     from cotune_quality import stats
-    from crosslm_label_balance import RESULTS as LABEL_BALANCE
 
     seeds = seeds_from_args(__doc__)
-    quality = json.loads(QUALITY.read_text())
-    base, cotune = earlier_per_seed(seeds, QUALITY, LABEL_BALANCE)
+    quality, base = quality_at_defaults(seeds)
     ablation = {seed: measure_seed(seed, quality["test_size"]) for seed in seeds}
 
     def arm(values: dict[int, float]) -> dict:
@@ -61,13 +58,13 @@ def main() -> None:
     slm = {
         **{a: arm({s: base[s]["slm_accuracy"][a] for s in seeds}) for a in ("zero_shot", "local_only", "fedavg")},
         **{a: arm({s: ablation[s]["slm_accuracy"][a] for s in seeds}) for a in ARMS},
-        "cotune": arm({s: cotune[s]["slm_accuracy"] for s in seeds}),
+        "cotune": arm({s: base[s]["slm_accuracy"]["cotune"] for s in seeds}),
         "centralized": arm({s: base[s]["slm_accuracy"]["centralized"] for s in seeds}),
     }
     llm = {
         **{a: arm({s: base[s]["llm_accuracy"][a] for s in seeds}) for a in ("zero_shot", "public_only")},
         **{f"after_{a}": arm({s: ablation[s]["llm_accuracy"][a] for s in seeds}) for a in ARMS},
-        "after_cotune": arm({s: cotune[s]["llm_accuracy"] for s in seeds}),
+        "after_cotune": arm({s: base[s]["llm_accuracy"]["after"] for s in seeds}),
         "centralized": arm({s: base[s]["llm_accuracy"]["centralized"] for s in seeds}),
     }
     result = {

@@ -7,9 +7,8 @@ Why: the answer CE counts a teacher that puts more mass on the answer's format a
 wrong one; the KL then pulls the student toward that label. The distilled gate only opens where the teacher ranks
 the right label word higher than the student does.
 
-Read back, not re-run: the answer-gate arm (SLM and the LLM after) from
-`benchmarks/results/crosslm_label_balance.json` (its cotune arm with the label fixes on: today's defaults), and
-local-only, FedAvg, the LLM's zero-shot and public-only from `benchmarks/results/cotune_quality.json`.
+Read back, not re-run, from `benchmarks/results/cotune_quality.json` (run that first, at the defaults): the
+answer-gate arm (its cotune arm: SLM and the LLM after), local-only, FedAvg, the LLM's zero-shot and public-only.
 Writes benchmarks/results/distill_gate.json: `slm_accuracy` and `llm_accuracy` per arm as `{mean, std, per_seed}`,
 `distilled_minus_answer`, `llm_after_minus_public_only`, `distilled_examples` (per direction: examples distilled
 of those seen, summed over rounds, per seed), `wall_seconds_distilled_gate` and the load average per seed.
@@ -27,44 +26,38 @@ DIRECTIONS = ("slm_to_llm", "llm_to_slm")
 
 
 def measure_seed(seed: int, test_size: int) -> dict:
-    from _seeded_job import seed_result
+    from _seeded_job import COTUNE_ONLY, cotune_arm, seed_result
 
     def keep(summary: dict, _cfg: object) -> dict:
         kd = [r["distilled"] for r in summary["rounds"] if "distilled" in r]
         return {
-            "slm_accuracy": summary["slm_accuracy"]["cotune"],
-            "llm_accuracy": summary["llm_accuracy"]["after"],
-            "llm_generalization_ppl": summary["llm_generalization_ppl"],
+            **cotune_arm(summary),
             "distilled_examples": {
                 d: {"distilled": sum(r[d]["distilled"] for r in kd), "examples": sum(r[d]["examples"] for r in kd)}
                 for d in DIRECTIONS
             },
-            "wall_seconds": summary["wall_seconds"],
         }
 
-    overrides = ["fedcollm.gate_loss='distilled'", "run.algorithm='cotune'", "run.compare=[]", "run.baselines=false"]
+    overrides = ["fedcollm.gate_loss='distilled'", *COTUNE_ONLY]
     return seed_result(RUNS / f"seed{seed}", "distill_gate.json", seed, test_size, overrides, keep)
 
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from _seeded_job import earlier_per_seed, seeds_from_args
-    from cotune_quality import RESULTS as QUALITY
+    from _seeded_job import quality_at_defaults, seeds_from_args
     from cotune_quality import stats
-    from crosslm_label_balance import RESULTS as LABEL_BALANCE
 
     seeds = seeds_from_args(__doc__)
-    quality = json.loads(QUALITY.read_text())
-    base, answer = earlier_per_seed(seeds, QUALITY, LABEL_BALANCE)
+    quality, base = quality_at_defaults(seeds)
     distilled = {seed: measure_seed(seed, quality["test_size"]) for seed in seeds}
     slm = {
         **{a: stats([base[s]["slm_accuracy"][a] for s in seeds]) for a in ("local_only", "fedavg")},
-        "cotune_answer_gate": stats([answer[s]["slm_accuracy"] for s in seeds]),
+        "cotune_answer_gate": stats([base[s]["slm_accuracy"]["cotune"] for s in seeds]),
         "cotune_distilled_gate": stats([distilled[s]["slm_accuracy"] for s in seeds]),
     }
     llm = {
         **{a: stats([base[s]["llm_accuracy"][a] for s in seeds]) for a in ("zero_shot", "public_only")},
-        "after_answer_gate": stats([answer[s]["llm_accuracy"] for s in seeds]),
+        "after_answer_gate": stats([base[s]["llm_accuracy"]["after"] for s in seeds]),
         "after_distilled_gate": stats([distilled[s]["llm_accuracy"] for s in seeds]),
     }
     result = {

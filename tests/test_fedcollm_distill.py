@@ -168,6 +168,26 @@ def test_mutual_distillation_runs_both_directions_in_order(tokenizer, lora, smok
         assert any(not np.array_equal(before[k], after[k]) for k in after)
 
 
+def test_llm_kd_weight_zero_keeps_the_teacher_out_of_the_llm(tokenizer, lora, smoke_splits):
+    """llm_kd_weight 0: the SLM -> LLM direction is the CE on the labels alone (two different SLM teachers leave the
+    LLM's adapter identical and nothing counts as distilled), while the LLM -> SLM direction still distils."""
+    batches = encode_public_split(tokenizer, smoke_splits.task, smoke_splits.public.select(range(4)), 2, 32)
+    cfg = _topk(steps=2, llm_steps=2, lr=1e-2, top_k=8, kd_weight=10.0, llm_kd_weight=0.0, order="slm_to_llm_first")
+    llm_states, metrics = [], []
+    for teacher_seed in (0, 1):
+        torch.manual_seed(teacher_seed)
+        slm = _peft("tiny-llama", lora)  # lora_B drawn from the seed: two different teachers
+        torch.manual_seed(7)
+        llm = _peft("tiny-llama-wide", lora)
+        metrics.append(mutual_distillation(slm, llm, batches, cfg))
+        llm_states.append(_snapshot(llm))
+    assert metrics[0]["slm_to_llm_kl_before"] != metrics[1]["slm_to_llm_kl_before"]  # the teachers differ
+    assert all(np.array_equal(llm_states[0][k], llm_states[1][k]) for k in llm_states[0])
+    for m in metrics:
+        assert m["slm_to_llm_distilled"] == 0 and m["slm_to_llm_kl"] == 0
+        assert m["llm_to_slm_distilled"] == m["llm_to_slm_examples"] > 0
+
+
 def _dequantized_copy(quantized, lora):
     """An fp32 twin of a 4-bit PeftModel: dequantized base weights, the same adapter values."""
     reference = attach_adapter(load_causal_lm(resolve_model("tiny-llama")), lora)

@@ -25,6 +25,12 @@ class FedCoLLMConfig:
         help="lambda in L = CE + lambda * T^2 * KL(p_teacher || q_student): CE-dominant, as FedMKT's 0.9 / 0.1, so "
         "the labels, not a weaker teacher's guesses, lead.",
     )
+    llm_kd_weight: float = option(
+        -1.0,
+        help="lambda of the SLM -> LLM direction alone; < 0: kd_weight's. 0 leaves that direction the CE on the "
+        "public labels, the public-only baseline's training: the SLM then teaches the LLM nothing, and what the "
+        "LLM gains beyond that baseline comes from the silos through CrossLM (benchmarks/llm_kd_weight.py).",
+    )
     gate: Literal["teacher_better", "none"] = option(
         "teacher_better",
         help="Distil an example only while the teacher's loss on its label is below the student's (FedMKT's "

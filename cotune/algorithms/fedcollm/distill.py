@@ -127,6 +127,7 @@ def batch_loss(
         open_ = targets.teacher_loss < gate_loss(logits, tokens, cfg, targets.label_ids).detach()
     else:
         open_ = torch.ones_like(kl_example, dtype=torch.bool)
+    open_ = open_ & (cfg.kd_weight > 0)  # lambda 0 distils on nothing, whatever the gate says
     kl = (kl_example * open_).mean()
     loss = ce + cfg.kd_weight * kl
     parts = {

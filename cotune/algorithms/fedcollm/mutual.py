@@ -5,6 +5,7 @@ configured order; the second direction sees the first one's result). The distill
 receive next round: the caller extracts it (`cotune.lm.adapters.adapter_state`).
 """
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
 
@@ -72,7 +73,7 @@ def mutual_distillation(
 ) -> dict[str, float]:
     """Both directions on the same public batches; metrics of each are prefixed `llm_to_slm_` / `slm_to_llm_`.
 
-    The LLM student takes `cfg.llm_steps` steps (when set): moving the larger model needs more of them. With
+    The LLM student takes `cfg.llm_steps` steps and `cfg.llm_kd_weight` as lambda (when set: >= 0). With
     `holdout_accuracy` (the student's accuracy on public examples kept out of the batches), a direction that
     leaves its student below where it started is undone: distillation can skip a round, never make it worse."""
     check_models_share_vocab(slm, llm)
@@ -81,12 +82,14 @@ def mutual_distillation(
     for direction in ORDERS[cfg.order]:
         student, teacher = (slm, llm) if direction == "llm_to_slm" else (llm, slm)
         steps = cfg.llm_steps if direction == "slm_to_llm" and cfg.llm_steps else cfg.steps
+        own = direction == "slm_to_llm" and cfg.llm_kd_weight >= 0
+        direction_cfg = dataclasses.replace(cfg, kd_weight=cfg.llm_kd_weight) if own else cfg
         if holdout_accuracy is not None:
             check_start = time.perf_counter()
             start_state = {k: v.copy() for k, v in adapter_state(student).items()}
             before = holdout_accuracy(student)
             check_s = time.perf_counter() - check_start
-        result = distill(student, teacher, batches, cfg, label_ids, steps, progress=progress, desc=direction)
+        result = distill(student, teacher, batches, direction_cfg, label_ids, steps, progress=progress, desc=direction)
         if holdout_accuracy is not None:
             check_start = time.perf_counter()
             after = holdout_accuracy(student)
