@@ -3,10 +3,10 @@ CE + 0.1 * KL toward the averaged SLM) beside the same job with `fedcollm.llm_kd
 CE on the public labels alone, the public-only baseline's training; the LLM -> SLM direction is unchanged), on the
 quality benchmark's seeds, splits, budget and 500-example balanced test.
 
-Why: in the quality benchmark FedCoLLM alone leaves the LLM below the one trained on the public split alone with the
-same steps: the averaged SLM is a weaker teacher than the public labels. With lambda 0 on that direction the LLM's
-only difference from the public-only baseline is CrossLM's reward-weighted step on the silo-scored samples, so
-`after - public_only` then measures what the silos taught the LLM through CrossLM.
+Why: co-tuning's LLM ends level with (or below) the one trained on the public split alone with the same steps, and
+two things separate them: the averaged SLM as a teacher and CrossLM's reward-weighted step on the silo-scored
+samples. With lambda 0 on the SLM -> LLM direction only the reward step is left, so `after - public_only` at lambda
+0 measures the reward step, and the default minus lambda 0 measures the teacher.
 
 Read back, not re-run, from `benchmarks/results/cotune_quality.json` (run that first, at the defaults): the
 default arm (its cotune arm: SLM and the LLM after), FedAvg, the LLM's zero-shot and public-only.
