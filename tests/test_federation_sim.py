@@ -135,6 +135,28 @@ def test_a_crosslm_round_replays_exactly_whatever_ran_before_it(tmp_path, smoke_
     assert any(not np.array_equal(llm_a[k], start[k]) for k in start)  # the LLM step did run
 
 
+@pytest.mark.usefixtures("flower_task_identity")
+@pytest.mark.parametrize("position", ["after_fedcollm", "before_fedcollm"])
+def test_crosslm_position_decides_which_llm_adapter_generates(tmp_path, smoke_splits, position):
+    """After FedCoLLM the round's generation runs on the distilled LLM adapter; before it, on the adapter the round
+    started with, and the LLM's last update of the round is then the distillation."""
+    overrides = ["run.algorithm='cotune'", "server.backend='hf'", "crosslm.samples_per_label=4",
+                 "crosslm.max_new_tokens=8", "crosslm.llm_steps=1", "crosslm.probe_steps=0", "fedcollm.steps=1",
+                 "fedcollm.llm_steps=1", "fedcollm.gate='none'", f"crosslm.position='{position}'"]
+    cfg = load_config("configs/smoke.toml", overrides)
+    slm = AdaptedLM.load(cfg)
+    out = outputs(tmp_path)
+    cloud = CloudSide(cfg, out, smoke_splits, slm)
+    cloud.grid = ScoringGrid()
+    start = cloud.llm.state()
+    cloud.step(1, {k: v.copy() for k, v in slm.state().items()})
+    cloud.close()
+    published = load_adapter_tensors(out.llm_adapters / "round_001")
+    generated_with_start = all(np.array_equal(published[k], start[k]) for k in start)
+    assert generated_with_start == (position == "before_fedcollm")
+    assert any(not np.array_equal(cloud.llm.state()[k], start[k]) for k in start)  # the LLM did learn
+
+
 @pytest.mark.slow
 def test_without_federated_evaluation_the_server_still_evaluates_every_round(tmp_path):
     cfg = load_config(

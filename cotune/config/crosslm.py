@@ -51,6 +51,13 @@ class CrossLMConfig:
         "label (GRPO-style: silos leaning to one label then do not make the LLM's update favour that label), or of "
         "the round's batch. per_label with balance_labels since benchmarks/crosslm_label_balance.py (README).",
     )
+    position: Literal["after_fedcollm", "before_fedcollm"] = option(
+        "after_fedcollm",
+        help="Where the CrossLM step sits in a cotune round. After FedCoLLM: the LLM generates with what the round's "
+        "distillation taught it, and its reward-weighted update is the round's last. Before: the LLM generates with "
+        "the previous round's adapter, and its last update of the round is the SLM -> LLM distillation on the "
+        "public labels (benchmarks/crosslm_llm_update.py).",
+    )
     llm_steps: int = option(4, help="Reward-weighted likelihood steps on the LLM per round.")
     llm_lr: float = option(2e-4, help="Learning rate of the LLM's reward-weighted QLoRA update.")
 

@@ -70,10 +70,15 @@ class CloudSide:
         return self.llm.accuracy(self.splits.task, self.splits.test, self.cfg)
 
     def step(self, server_round: int, state: State) -> State:
-        """FedCoLLM, then CrossLM, on the freshly averaged SLM adapter; returns what silos get next round."""
+        """FedCoLLM and CrossLM, in `crosslm.position`'s order, on the freshly averaged SLM adapter; returns what
+        silos get next round."""
+        crosslm_first = self.crosslm and self.cfg.crosslm.position == "before_fedcollm"
+        if crosslm_first:
+            self.slm.set_state(state)
+            self._crosslm(server_round)
         if self.kd:
             state = self._distill(server_round, state)
-        if self.crosslm:
+        if self.crosslm and not crosslm_first:
             self.slm.set_state(state)
             self._crosslm(server_round)
         return state
@@ -129,7 +134,8 @@ class CloudSide:
     def _synthetic_probe(self, kept: Dataset, server_round: int) -> dict[str, float]:
         """The round's global SLM's test accuracy without and with `crosslm.probe_steps` steps on the kept samples
         alone: what they would do to it, measured on a copy (the global adapter is restored). Without them is
-        the round's own central evaluation, computed here first and read back there (the job's memo)."""
+        the round's own central evaluation, computed here first and read back there (the job's memo), when CrossLM
+        runs last in the round; before FedCoLLM it is the averaged SLM's, one evaluation more."""
         state = self.slm.state()
         without = slm_test_accuracy(self.slm, self.splits, self.cfg, reuse_memo(self.cfg))
         train = dataclasses.replace(self.cfg.train, steps=self.cfg.crosslm.probe_steps, epochs=0.0)
