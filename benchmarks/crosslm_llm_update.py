@@ -3,6 +3,8 @@ update on the LLM's own silo-scored generations is each round's last LLM update,
   * `position_before`: `crosslm.position='before_fedcollm'`, the round's last LLM update is the SLM -> LLM
     distillation on the public labels;
   * `llm_lr_5e-05`: the reward step at a quarter of its learning rate;
+  * `label_objective`: `crosslm.llm_objective='generation_and_label'`, the reward step also trains the LLM to
+    answer each rewarded sample's task prompt with its intended label, weighted alike;
 on the quality benchmark's seeds, splits, budget and 500-example balanced test.
 
 Why: `benchmarks/llm_kd_weight.py` measured the reward step as what moves co-tuning's LLM away from the public-only
@@ -26,6 +28,7 @@ RUNS = Path("runs") / "crosslm_llm_update"
 ARMS = {
     "position_before": ["crosslm.position='before_fedcollm'"],
     "llm_lr_5e-05": ["crosslm.llm_lr=5e-05"],
+    "label_objective": ["crosslm.llm_objective='generation_and_label'"],
 }
 
 

@@ -1,4 +1,5 @@
-"""CrossLM's reward-weighted likelihood on hand-computed tensors, and the trainer's `loss_fn` that carries it."""
+"""CrossLM's reward-weighted likelihood on hand-computed tensors, the trainer's `loss_fn` that carries it, and the
+labelled task prompts `crosslm.llm_objective = 'generation_and_label'` adds."""
 
 import math
 
@@ -7,7 +8,10 @@ import pytest
 import torch
 from datasets import Dataset
 
-from cotune.algorithms.crosslm.reward import reward_batches, reward_weighted_loss, reward_weighted_nll
+from cotune.algorithms.crosslm.reward import LABEL_PREFIX, reward_batches, reward_weighted_loss, reward_weighted_nll
+from cotune.algorithms.crosslm.step import CrossLMStep
+from cotune.config.crosslm import CrossLMConfig
+from cotune.data.tasks import ClassificationTask
 from cotune.data.encoding import IGNORE
 from cotune.lm.trainer import answer_loss, example_losses, train_steps
 
@@ -86,3 +90,32 @@ def test_reward_batches_leave_out_unrewarded_samples_and_carry_the_weights(token
     batch = next(reward_batches(llm, samples, weights, batch_size=8, max_length=32, seed=0))
     assert sorted(batch["weight"].tolist()) == pytest.approx([0.2, 0.4])
     assert batch["input_ids"].shape[0] == 2
+
+
+def test_labelled_columns_add_their_reward_weighted_label_ce():
+    """The same (fixed) logits as labelled task prompts: the loss is the generation term twice over."""
+    model, batch = FixedLogits(), _batch([0.5, 0.25])
+    batch.update({LABEL_PREFIX + k: v for k, v in batch.items() if k != "weight"})
+    assert reward_weighted_loss(model, batch).item() == pytest.approx(2 * (0.5 * NLL[0] + 0.25 * NLL[1]) / 0.75)
+
+
+def test_with_a_task_the_batches_carry_each_sample_answered_with_its_intended_label(tokenizer):
+    task = ClassificationTask("sentiment", ("neg", "pos"), ("negative", "positive"), "Review: {text}\nSentiment:")
+    samples = Dataset.from_dict(
+        {"prompt": ["Write:"] * 3, "text": ["dull film", "great fun", "a mess"], "label": [0, 1, 0]}
+    )
+    llm = type("LLM", (), {"tokenizer": tokenizer})()
+    batch = next(reward_batches(llm, samples, np.array([0.3, 0.6, 0.1]), 8, 32, seed=0, task=task))
+    assert LABEL_PREFIX + "input_ids" not in next(reward_batches(llm, samples, np.ones(3), 8, 32, seed=0))
+    for i, weight in enumerate(batch["weight"].tolist()):
+        row = [0.3, 0.6, 0.1].index(pytest.approx(weight))
+        answer = batch[LABEL_PREFIX + "labels"][i]
+        assert tokenizer.decode(answer[answer != IGNORE]) == task.answer(samples["label"][row])
+        prompt = tokenizer.decode(batch[LABEL_PREFIX + "input_ids"][i], skip_special_tokens=True)
+        assert samples["text"][row] in prompt and "Sentiment:" in prompt
+
+
+def test_the_labelled_objective_needs_the_task():
+    cfg = CrossLMConfig(llm_objective="generation_and_label")
+    with pytest.raises(ValueError, match="llm_objective"):
+        CrossLMStep(cfg, llm=None, generate=lambda r: None, ask_scores=lambda t, y: {})

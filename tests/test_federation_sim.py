@@ -113,10 +113,11 @@ class ScoringGrid:
 
 
 @pytest.mark.usefixtures("flower_task_identity")
-def test_a_crosslm_round_replays_exactly_whatever_ran_before_it(tmp_path, smoke_splits):
+@pytest.mark.parametrize("objective", ["generation", "generation_and_label"])
+def test_a_crosslm_round_replays_exactly_whatever_ran_before_it(tmp_path, smoke_splits, objective):
     """A resumed run starts with fresh RNG state: the round's generation and LLM step must not depend on it."""
     overrides = ["run.algorithm='crosslm'", "server.backend='hf'", "crosslm.samples_per_label=4",
-                 "crosslm.max_new_tokens=8", "crosslm.llm_steps=1"]
+                 "crosslm.max_new_tokens=8", "crosslm.llm_steps=1", f"crosslm.llm_objective='{objective}'"]
     cfg = load_config("configs/smoke.toml", overrides)
     slm = AdaptedLM.load(cfg)
     cloud = CloudSide(cfg, outputs(tmp_path), smoke_splits, slm)

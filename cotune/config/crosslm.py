@@ -58,6 +58,13 @@ class CrossLMConfig:
         "the previous round's adapter, and its last update of the round is the SLM -> LLM distillation on the "
         "public labels (benchmarks/crosslm_llm_update.py).",
     )
+    llm_objective: Literal["generation", "generation_and_label"] = option(
+        "generation",
+        help="What the LLM's reward-weighted update trains: the likelihood of its own generations (CrossLM), or that "
+        "plus the same samples as task prompts answered with their intended label, weighted alike, so the silos' "
+        "verdicts reach the LLM's classifier and the generative step does not drag its answers "
+        "(benchmarks/crosslm_llm_update.py).",
+    )
     llm_steps: int = option(4, help="Reward-weighted likelihood steps on the LLM per round.")
     llm_lr: float = option(2e-4, help="Learning rate of the LLM's reward-weighted QLoRA update.")
 

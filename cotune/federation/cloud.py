@@ -64,6 +64,7 @@ class CloudSide:
                 ask_scores=lambda texts, labels: ask_scores(self.grid, self.cfg, texts, labels),
                 batch_size=cfg.train.batch_size,
                 max_length=cfg.train.max_length,
+                task=splits.task,
             )
 
     def llm_accuracy(self) -> float:

@@ -18,6 +18,7 @@ from datasets import Dataset
 from cotune.algorithms.crosslm.reward import reward_update
 from cotune.algorithms.crosslm.scores import combine_scores, score_problem, select_best, to_rewards
 from cotune.config.crosslm import CrossLMConfig
+from cotune.data.tasks import ClassificationTask
 from cotune.lm.adapted_lm import AdaptedLM
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,14 @@ class CrossLMStep:
         ask_scores: AskScores,
         batch_size: int = 8,
         max_length: int = 128,
+        task: ClassificationTask | None = None,
     ) -> None:
+        """`task` is needed for `llm_objective = 'generation_and_label'` (the labelled task prompts)."""
+        if cfg.llm_objective == "generation_and_label" and task is None:
+            raise ValueError("crosslm.llm_objective = 'generation_and_label' needs the task to label the samples with")
         self.cfg, self.llm, self.generate, self.ask_scores = cfg, llm, generate, ask_scores
         self.batch_size, self.max_length = batch_size, max_length
+        self.task = task if cfg.llm_objective == "generation_and_label" else None
 
     def __call__(self, server_round: int) -> CrossLMOutcome:
         """Round `server_round`: a skipped step (no usable sample or score) keeps no sample and leaves the LLM."""
@@ -91,7 +97,7 @@ class CrossLMStep:
             start = time.perf_counter()
             result = reward_update(
                 self.llm, samples, rewards.weights, self.cfg.llm_steps, self.cfg.llm_lr, self.batch_size,
-                self.max_length, seed=server_round,
+                self.max_length, seed=server_round, task=self.task,
             )
             metrics.update(llm_reward_loss=result.mean_loss, seconds_llm_update=round(time.perf_counter() - start, 3))
         best = select_best(rewards, self.cfg.max_synthetic, np.asarray(labels) if self.cfg.balance_labels else None)
