@@ -21,8 +21,8 @@ def seeds_from_args(description: str) -> list[int]:
 
 def quality_at_defaults(seeds: list[int]) -> tuple[dict, dict[int, dict]]:
     """`cotune_quality.json` and its entries by seed, checked to be measured at today's defaults (no overrides,
-    CrossLM's label settings as configured now): the arms read back from it stand for the current code."""
-    from cotune_quality import RESULTS, crosslm_labels
+    CrossLM's settings as configured now): the arms read back from it stand for the current code."""
+    from cotune_quality import RESULTS, crosslm_settings
 
     from cotune.config import load_config
 
@@ -30,7 +30,7 @@ def quality_at_defaults(seeds: list[int]) -> tuple[dict, dict[int, dict]]:
     per_seed = {s["seed"]: s for s in quality["per_seed"]}
     if missing := [seed for seed in seeds if seed not in per_seed]:
         raise SystemExit(f"seeds {missing} lack entries in {RESULTS}: run benchmarks/cotune_quality.py for them first")
-    defaults = crosslm_labels(load_config(None, []))
+    defaults = crosslm_settings(load_config(None, []))
     other = [seed for seed in seeds if per_seed[seed].get("crosslm") != defaults]
     if quality.get("overrides") or other:
         raise SystemExit(

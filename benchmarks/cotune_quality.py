@@ -12,7 +12,7 @@ Each arm's figure is `{mean, std, per_seed}`. Writes benchmarks/results/cotune_q
 `--compare` names the federated arms besides cotune (fewer arms, shorter run: each is a full federation).
 A seed already measured is read back, so the script can be resumed: from its run folder's quality.json, or, on a
 fresh clone or machine, from the per-seed entries of the results JSON when they were measured with the same test size,
-compared arms, overrides and CrossLM label settings (a change of those defaults re-measures).
+compared arms, overrides and CrossLM settings (`CROSSLM_SETTINGS`: a change of those defaults re-measures).
 """
 
 import argparse
@@ -79,9 +79,13 @@ def centralized_llm(cfg, splits) -> tuple[float, float]:
     return llm.accuracy(splits.task, splits.test, cfg), time.perf_counter() - start
 
 
-def crosslm_labels(cfg) -> dict:
-    """The CrossLM settings `benchmarks/crosslm_label_balance.py` compares, recorded with each seed."""
-    return {"balance_labels": cfg.crosslm.balance_labels, "reward_baseline": cfg.crosslm.reward_baseline}
+CROSSLM_SETTINGS = ("balance_labels", "reward_baseline", "llm_objective", "position")
+
+
+def crosslm_settings(cfg) -> dict:
+    """The CrossLM settings the other quality benchmarks compare against this one's arms, recorded with each seed
+    (`crosslm_label_balance.py`: the label fixes; `crosslm_llm_update.py`: the LLM's reward step)."""
+    return {name: getattr(cfg.crosslm, name) for name in CROSSLM_SETTINGS}
 
 
 def measured_before(seed: int, cfg, compare: list[str], overrides: list[str]) -> dict | None:
@@ -92,7 +96,7 @@ def measured_before(seed: int, cfg, compare: list[str], overrides: list[str]) ->
     same = (previous.get("test_size"), previous.get("compared"), previous.get("overrides")) == (
         cfg.data.test_size, compare, overrides)
     return next((s for s in previous.get("per_seed", [])
-                 if same and s["seed"] == seed and s.get("crosslm") == crosslm_labels(cfg)), None)
+                 if same and s["seed"] == seed and s.get("crosslm") == crosslm_settings(cfg)), None)
 
 
 def federation_seconds(folder: Path, algorithms) -> dict[str, float]:
@@ -111,9 +115,13 @@ def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[
 
     folder = RUNS / f"seed{seed}"
     done = folder / "quality.json"
-    if done.is_file():
-        return json.loads(done.read_text())
     cfg = seed_config(seed, test_size, compare, overrides)
+    if done.is_file():
+        result = json.loads(done.read_text())
+        if result.get("crosslm") != crosslm_settings(cfg):  # its checkpoints would resume the old settings' job
+            raise SystemExit(f"{folder} holds a run at CrossLM settings {result.get('crosslm')}, not today's "
+                             f"{crosslm_settings(cfg)}: move it aside to re-measure")
+        return result
     if (before := measured_before(seed, cfg, compare, overrides)) is not None:
         return before
     load_before = wait_for_quiet()
@@ -127,7 +135,7 @@ def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[
     federations = federation_seconds(folder, ("cotune", *compare))
     result = {
         "seed": seed,
-        "crosslm": crosslm_labels(cfg),
+        "crosslm": crosslm_settings(cfg),
         "slm_accuracy": {**summary["slm_accuracy"], "centralized": slm_central},
         "llm_accuracy": {**summary["llm_accuracy"], "centralized": llm_central},
         "llm_generalization_ppl": summary["llm_generalization_ppl"],

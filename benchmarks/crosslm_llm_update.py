@@ -1,14 +1,17 @@
-"""Where should CrossLM's reward step meet the LLM? The cotune arm at the current defaults (the reward-weighted
-update on the LLM's own silo-scored generations is each round's last LLM update, 4 steps at lr 2e-4) beside
-  * `position_before`: `crosslm.position='before_fedcollm'`, the round's last LLM update is the SLM -> LLM
-    distillation on the public labels;
-  * `llm_lr_5e-05`: the reward step at a quarter of its learning rate;
-  * `label_objective`: `crosslm.llm_objective='generation_and_label'`, the reward step also trains the LLM to
-    answer each rewarded sample's task prompt with its intended label, weighted alike;
-on the quality benchmark's seeds, splits, budget and 500-example balanced test.
+"""Where should CrossLM's reward step meet the LLM? The cotune arm at the current defaults (read back from the
+quality run) beside the reward step as CrossLM writes it, the likelihood of the LLM's own silo-scored generations
+(`crosslm.llm_objective='generation'`, the default until 2026-12-04), alone and in two variants:
+  * `generation`: as CrossLM writes it, each round's last LLM update, 4 steps at lr 2e-4;
+  * `position_before`: the same with `crosslm.position='before_fedcollm'`, the round's last LLM update is then the
+    SLM -> LLM distillation on the public labels;
+  * `llm_lr_5e-05`: the same at a quarter of its learning rate;
+against today's default, `generation_and_label`: the reward step also trains the LLM to answer each rewarded
+sample's task prompt with its intended label, weighted alike. Same seeds, splits, budget and 500-example balanced
+test as the quality benchmark.
 
-Why: `benchmarks/llm_kd_weight.py` measured the reward step as what moves co-tuning's LLM away from the public-only
-baseline, by -12 to +10 points depending on the seed, and so as the reason `after - public_only >= +1` is missed.
+Why: `benchmarks/llm_kd_weight.py` measured the generative reward step as what moved co-tuning's LLM away from the
+public-only baseline, by -12 to +10 points depending on the seed, and so as the reason `after - public_only >= +1`
+was missed.
 
 Read back, not re-run, from `benchmarks/results/cotune_quality.json` (run that first, at the defaults): the
 default arm (its cotune arm), FedAvg, the LLM's zero-shot and public-only.
@@ -25,10 +28,11 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "crosslm_llm_update.json"
 RUNS = Path("runs") / "crosslm_llm_update"
+GENERATION = "crosslm.llm_objective='generation'"
 ARMS = {
-    "position_before": ["crosslm.position='before_fedcollm'"],
-    "llm_lr_5e-05": ["crosslm.llm_lr=5e-05"],
-    "label_objective": ["crosslm.llm_objective='generation_and_label'"],
+    "generation": [GENERATION],
+    "position_before": [GENERATION, "crosslm.position='before_fedcollm'"],
+    "llm_lr_5e-05": [GENERATION, "crosslm.llm_lr=5e-05"],
 }
 
 

@@ -59,11 +59,11 @@ class CrossLMConfig:
         "public labels (benchmarks/crosslm_llm_update.py).",
     )
     llm_objective: Literal["generation", "generation_and_label"] = option(
-        "generation",
-        help="What the LLM's reward-weighted update trains: the likelihood of its own generations (CrossLM), or that "
-        "plus the same samples as task prompts answered with their intended label, weighted alike, so the silos' "
-        "verdicts reach the LLM's classifier and the generative step does not drag its answers "
-        "(benchmarks/crosslm_llm_update.py).",
+        "generation_and_label",
+        help="What the LLM's reward-weighted update trains: the likelihood of its own generations (CrossLM as "
+        "written), or that plus the same samples as task prompts answered with their intended label, weighted "
+        "alike, so the silos' verdicts reach the LLM's classifier. benchmarks/crosslm_llm_update.py, 3 seeds: LLM "
+        "after co-tuning 74.7 +- 10.2 -> 81.3 +- 2.3, above the public-only LLM in every seed (README).",
     )
     llm_steps: int = option(4, help="Reward-weighted likelihood steps on the LLM per round.")
     llm_lr: float = option(2e-4, help="Learning rate of the LLM's reward-weighted QLoRA update.")
