@@ -128,6 +128,10 @@ def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[
     folder.mkdir(parents=True, exist_ok=True)
     run_job(cfg, folder)
     summary = json.loads((folder / "metrics.json").read_text())
+    if failed := [r["round"] for r in summary["rounds"] if r.get("too_few")]:
+        # e.g. Ray's memory monitor killing the silos' actors: every arm would read as the zero-shot SLM
+        raise SystemExit(f"seed {seed}: rounds {failed} had too few silo updates ({folder}/metrics.json): not a "
+                         "measurement; move the folder aside and re-run the seed")
     splits = build_splits(cfg.data, cfg.clients.num_clients)
     slm_central, slm_central_s = centralized_slm(cfg, splits)
     llm_central, llm_central_s = centralized_llm(cfg, splits)
