@@ -3,6 +3,7 @@ quiet host, in its own run folder; what the benchmarks read back is that folder'
 
 import argparse
 import json
+import multiprocessing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,11 +50,23 @@ def reuse_override(seed: int) -> list[str]:
     return []
 
 
+def run_job_apart(cfg, folder: Path) -> None:
+    """`run_job` in a fresh process: what the job's in-process steps hold (the baselines' and the export's models)
+    is freed when it ends, so a benchmark's later seeds start from the same memory as its first (three jobs in one
+    process reached 17.9 GB, and Ray's memory monitor then killed the third job's silos)."""
+    from cotune.run.job import run_job
+
+    job = multiprocessing.get_context("spawn").Process(target=run_job, args=(cfg, folder), name=f"job {folder}")
+    job.start()
+    job.join()
+    if job.exitcode != 0:
+        raise SystemExit(f"the job in {folder} failed (exit code {job.exitcode}; its error is above)")
+
+
 def run_seeded_job(seed: int, test_size: int, folder: Path, overrides: list[str]) -> tuple[dict, dict, object]:
     """(the job's metrics.json summary, the load average before/after, its resolved config). Export is off: the
     benchmarks measure accuracy, and the edge export has its own."""
     from cotune.config import load_config
-    from cotune.run.job import run_job
 
     cfg = load_config(
         None,
@@ -64,7 +77,7 @@ def run_seeded_job(seed: int, test_size: int, folder: Path, overrides: list[str]
     )
     load_before = wait_for_quiet()
     folder.mkdir(parents=True, exist_ok=True)
-    run_job(cfg, folder)
+    run_job_apart(cfg, folder)
     summary = json.loads((folder / "metrics.json").read_text())
     return summary, {"loadavg_before": load_before, "loadavg_after": loadavg()}, cfg
 

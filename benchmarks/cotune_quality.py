@@ -110,8 +110,9 @@ def federation_seconds(folder: Path, algorithms) -> dict[str, float]:
 
 
 def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[str], wait_for_quiet, loadavg) -> dict:
+    from _seeded_job import run_job_apart
+
     from cotune.data import build_splits
-    from cotune.run.job import run_job
 
     folder = RUNS / f"seed{seed}"
     done = folder / "quality.json"
@@ -126,7 +127,7 @@ def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[
         return before
     load_before = wait_for_quiet()
     folder.mkdir(parents=True, exist_ok=True)
-    run_job(cfg, folder)
+    run_job_apart(cfg, folder)
     summary = json.loads((folder / "metrics.json").read_text())
     if failed := [r["round"] for r in summary["rounds"] if r.get("too_few")]:
         # e.g. Ray's memory monitor killing the silos' actors: every arm would read as the zero-shot SLM

@@ -46,14 +46,18 @@ def run(args: argparse.Namespace) -> int:
         set_flower_log_level(args.verbose)  # the job and its Ray workers inherit it
         return supervise(job_command(args))
     watch_supervisor()
-    from cotune.run.job import resume_config, run_job
+    from cotune.run.job import FederationFailed, resume_config, run_job
 
     if args.resume:
         run_dir = Path(args.resume)
         cfg = resume_config(run_dir)
     else:
         cfg, run_dir = config_from_args(args), None
-    run_dir = run_job(cfg, run_dir)
+    try:
+        run_dir = run_job(cfg, run_dir)
+    except FederationFailed as err:
+        print(f"cotune: error: {err}", file=sys.stderr)
+        return 1
     print((run_dir / "report.md").read_text())
     print(f"run folder: {run_dir}")
     edge = json.loads((run_dir / "metrics.json").read_text()).get("edge")

@@ -22,13 +22,20 @@ from cotune.metrics_log import MetricsLog
 from cotune.models import resolve_model
 from cotune.openmp import REASON_ENV
 from cotune.run.baselines import llm_public_only, local_only
-from cotune.run.folder import COMPARE, CONFIG, EDGE, GLOBAL_ADAPTER, LOGS, REUSE, finished, metrics_log, new_run_dir
-from cotune.run.folder import write_config
-from cotune.run.report import collect_time_rows, render_report, summarize, time_table, write_summary
+from cotune.run.folder import (
+    COMPARE, CONFIG, EDGE, GLOBAL_ADAPTER, LOGS, METRICS, REUSE, finished, metrics_log, new_run_dir, write_config,
+)
+from cotune.run.report import (
+    collect_time_rows, no_round_aggregated, render_report, summarize, time_table, write_summary,
+)
 from cotune.run.simulation import simulate
 from cotune.server_vllm.engine import BackgroundEngine, open_engine
 
 log = logging.getLogger(__name__)
+
+
+class FederationFailed(RuntimeError):
+    """A federation of the job ended without aggregating any silo update: no baseline, export or report follows."""
 
 
 def resume_config(run_dir: Path) -> CotuneConfig:
@@ -79,7 +86,8 @@ def run_federations(cfg: CotuneConfig, run_dir: Path, metrics: MetricsLog, task:
     with _shared_engine(cfg, algorithms, run_dir, metrics, task) as engine:
         for algorithm, folder in folders.items():
             if finished(folder):
-                continue  # finished before an interruption
+                check_aggregated(folder, algorithm)  # finished before an interruption
+                continue
             run_cfg = with_algorithm(cfg, algorithm)
             if folder != run_dir:
                 write_config(folder, run_cfg)  # the job's own config.toml keeps the comparison it asked for
@@ -88,7 +96,18 @@ def run_federations(cfg: CotuneConfig, run_dir: Path, metrics: MetricsLog, task:
                 simulate(run_cfg, folder, engine)
             if not finished(folder):
                 raise RuntimeError(f"federation '{algorithm}' did not complete: no {GLOBAL_ADAPTER} in {folder}")
+            check_aggregated(folder, algorithm)
     return folders
+
+
+def check_aggregated(folder: Path, algorithm: str) -> None:
+    """Stop the job when a federation aggregated no silo update in any round (its metrics.jsonl says why each
+    silo was left out), rather than report its initial adapter as the algorithm's result."""
+    if (reasons := no_round_aggregated(metrics_log(folder).rows())) is not None:
+        raise FederationFailed(
+            f"federation '{algorithm}' aggregated no silo update in any round ({reasons}): its global adapter is the "
+            f"initial one, not a result. Each silo's reply (failed, rejected or missing) is in {folder / METRICS}."
+        )
 
 
 def export_edge(cfg: CotuneConfig, run_dir: Path, metrics: MetricsLog, task: ClassificationTask) -> dict:

@@ -49,6 +49,20 @@ def round_table(rows: list[dict]) -> list[dict]:
     return table
 
 
+def no_round_aggregated(rows: list[dict]) -> str | None:
+    """Why a federation's final adapter is its initial one, or None: a job whose every round was skipped (every
+    silo's update failed, was rejected or missing) has nothing to report, and its figures would read as results."""
+    reasons: dict[int, str | None] = {}
+    for r in _by_kind(rows, "aggregate"):
+        if r["accepted"]:
+            reasons[r["round"]] = None  # a replayed round that aggregated the second time counts
+        elif reasons.get(r["round"], "") is not None:
+            reasons[r["round"]] = r.get("too_few", "no update aggregated")
+    if not reasons or any(reason is None for reason in reasons.values()):
+        return None
+    return "; ".join(f"round {rnd}: {reason}" for rnd, reason in sorted(reasons.items()))
+
+
 # Phases timed inside a federation, besides silo work (which the silos report in their replies).
 SILO_PHASES = {"client_train": ("silo_training", "train_seconds"), "client_eval": ("silo_eval", "eval_seconds")}
 
