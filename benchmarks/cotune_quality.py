@@ -117,11 +117,12 @@ def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[
     folder = RUNS / f"seed{seed}"
     done = folder / "quality.json"
     cfg = seed_config(seed, test_size, compare, overrides)
+    settings = crosslm_settings(cfg)
     if done.is_file():
         result = json.loads(done.read_text())
-        if result.get("crosslm") != crosslm_settings(cfg):  # its checkpoints would resume the old settings' job
+        if result.get("crosslm") != settings:  # its checkpoints would resume the old settings' job
             raise SystemExit(f"{folder} holds a run at CrossLM settings {result.get('crosslm')}, not today's "
-                             f"{crosslm_settings(cfg)}: move it aside to re-measure")
+                             f"{settings}: move it aside to re-measure")
         return result
     if (before := measured_before(seed, cfg, compare, overrides)) is not None:
         return before
@@ -140,7 +141,7 @@ def measure_seed(seed: int, test_size: int, compare: list[str], overrides: list[
     federations = federation_seconds(folder, ("cotune", *compare))
     result = {
         "seed": seed,
-        "crosslm": crosslm_settings(cfg),
+        "crosslm": settings,
         "slm_accuracy": {**summary["slm_accuracy"], "centralized": slm_central},
         "llm_accuracy": {**summary["llm_accuracy"], "centralized": llm_central},
         "llm_generalization_ppl": summary["llm_generalization_ppl"],

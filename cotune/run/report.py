@@ -52,15 +52,13 @@ def round_table(rows: list[dict]) -> list[dict]:
 def no_round_aggregated(rows: list[dict]) -> str | None:
     """Why a federation's final adapter is its initial one, or None: a job whose every round was skipped (every
     silo's update failed, was rejected or missing) has nothing to report, and its figures would read as results."""
-    reasons: dict[int, str | None] = {}
-    for r in _by_kind(rows, "aggregate"):
-        if r["accepted"]:
-            reasons[r["round"]] = None  # a replayed round that aggregated the second time counts
-        elif reasons.get(r["round"], "") is not None:
-            reasons[r["round"]] = r.get("too_few", "no update aggregated")
-    if not reasons or any(reason is None for reason in reasons.values()):
+    aggregates = _by_kind(rows, "aggregate")
+    if not aggregates or any(r["accepted"] for r in aggregates):  # a replayed round that aggregated counts too
         return None
-    return "; ".join(f"round {rnd}: {reason}" for rnd, reason in sorted(reasons.items()))
+    reasons: dict[int, str] = {}
+    for r in aggregates:
+        reasons.setdefault(r["round"], r.get("too_few", "no update aggregated"))
+    return "; ".join(f"round {rnd}: {reason}" for rnd, reason in reasons.items())
 
 
 # Phases timed inside a federation, besides silo work (which the silos report in their replies).
